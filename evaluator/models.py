@@ -1,0 +1,254 @@
+"""What is compared and how outputs are produced: checkpoints, arms, prompts, experiments, outputs, pairs."""
+
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from evaluator.engine.context import ContextConfig
+from evaluator.engine.depth import DepthPolicy
+from evaluator.engine.loading import CheckpointError, inspect_checkpoint
+
+
+def new_comparison_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class Checkpoint(models.Model):
+    """A local folder holding an unquantized MoE model, loaded with from_pretrained."""
+
+    class Dtype(models.TextChoices):
+        AUTO = "auto", "auto (bf16 on CUDA, fp32 on CPU)"
+        BF16 = "bf16", "bfloat16"
+        FP16 = "fp16", "float16"
+        FP32 = "fp32", "float32"
+
+    name = models.CharField(max_length=100, unique=True)
+    path = models.CharField(max_length=500, help_text="Folder with config.json, weights and tokenizer.")
+    dtype = models.CharField(max_length=8, choices=Dtype.choices, default=Dtype.AUTO)
+    # Facts read from the folder when it is validated.
+    family = models.CharField(max_length=50, blank=True, editable=False)
+    num_layers = models.PositiveIntegerField(null=True, editable=False)
+    num_experts = models.PositiveIntegerField(null=True, editable=False)
+    default_top_k = models.PositiveIntegerField(null=True, editable=False)
+    native_context = models.PositiveIntegerField(null=True, editable=False)
+    max_position_embeddings = models.PositiveIntegerField(null=True, editable=False)
+    architecture = models.JSONField(default=dict, blank=True, editable=False)
+    validated_at = models.DateTimeField(null=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        try:
+            arch = inspect_checkpoint(self.path)
+        except CheckpointError as exc:
+            raise ValidationError({"path": str(exc)}) from exc
+        self.apply_architecture(arch.to_dict())
+
+    def apply_architecture(self, arch: dict) -> None:
+        from django.utils import timezone
+
+        self.architecture = arch
+        self.family = arch["family"]
+        self.num_layers = arch["num_layers"]
+        self.num_experts = arch["num_experts"]
+        self.default_top_k = arch["default_top_k"]
+        self.native_context = arch["native_context"]
+        self.max_position_embeddings = arch["max_position_embeddings"]
+        self.validated_at = timezone.now()
+
+
+class Variant(models.Model):
+    """An arm: one checkpoint under one depth policy and one context configuration."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="variants")
+    name = models.CharField(max_length=100, help_text="Admin-only label; raters never see it.")
+    depth = models.JSONField(help_text='Depth policy, e.g. {"kind": "fixed", "k": 8}.')
+    context = models.JSONField(default=dict, blank=True, help_text='e.g. {"kind": "native"}.')
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["checkpoint", "name"]
+        constraints = [models.UniqueConstraint(fields=["checkpoint", "name"], name="variant_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def depth_policy(self) -> DepthPolicy:
+        return DepthPolicy.from_dict(self.depth)
+
+    @property
+    def context_config(self) -> ContextConfig:
+        return ContextConfig.from_dict(self.context or {"kind": "native"})
+
+    def describe(self) -> str:
+        return f"{self.depth_policy.describe()}, {self.context_config.describe()}"
+
+    def clean(self) -> None:
+        errors = {}
+        try:
+            policy = self.depth_policy
+            if self.checkpoint_id and self.checkpoint.num_experts:
+                policy.validate(self.checkpoint.num_experts)
+        except (ValueError, KeyError, TypeError) as exc:
+            errors["depth"] = str(exc)
+        try:
+            ctx = self.context_config
+            if self.checkpoint_id and self.checkpoint.architecture:
+                from evaluator.engine.loading import Architecture
+
+                ctx.validate(Architecture(**self.checkpoint.architecture))
+        except (ValueError, KeyError, TypeError) as exc:
+            errors["context"] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
+
+class Category(models.Model):
+    """A task category: routine, dialogue, philosophy, long context, …"""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "slug"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="prompts")
+    text = models.TextField()
+    tags = models.JSONField(default=list, blank=True)
+    external_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["category", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.category.slug}: {self.text[:60]}"
+
+
+class Experiment(models.Model):
+    """Arms × prompts × seeds, shared sampling parameters, and how pairs are formed and rated."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        SCHEDULED = "scheduled"
+        PAUSED = "paused"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    class Pairing(models.TextChoices):
+        ALL_PAIRS = "all_pairs", "all pairs"
+        BASELINE = "baseline", "each arm against the baseline"
+        ADJACENT = "adjacent", "adjacent depths"
+
+    name = models.CharField(max_length=200, unique=True)
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="experiments")
+    variants = models.ManyToManyField(Variant, related_name="experiments")
+    prompts = models.ManyToManyField(Prompt, related_name="experiments")
+    seeds = models.JSONField(default=list, help_text="Seeds shared by every arm, e.g. [0].")
+    sampling = models.JSONField(default=dict, blank=True, help_text="Sampling shared by every arm.")
+    pairing = models.CharField(max_length=20, choices=Pairing.choices, default=Pairing.ALL_PAIRS)
+    baseline = models.ForeignKey(Variant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    raters_per_comparison = models.PositiveIntegerField(default=1)
+    priority = models.IntegerField(default=0, help_text="Higher is rated first.")
+    guidelines = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    schedule_error = models.TextField(blank=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-priority", "-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Generation(models.Model):
+    """One arm's output for one prompt and seed."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="generations")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="generations")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="generations")
+    seed = models.IntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    text = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True)
+    new_tokens = models.PositiveIntegerField(null=True)
+    seconds = models.FloatField(null=True)
+    tokens_per_s = models.FloatField(null=True)
+    depth_k = models.PositiveIntegerField(null=True, help_text="k the policy chose; empty for dynamic depth.")
+    mean_active_experts = models.FloatField(null=True)
+    routing = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["experiment", "variant", "prompt", "seed"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "variant", "prompt", "seed"],
+                name="generation_unique_per_arm_prompt_seed",
+            )
+        ]
+        indexes = [models.Index(fields=["experiment", "variant", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.experiment} / {self.variant} / prompt {self.prompt_id} / seed {self.seed}"
+
+
+class ComparisonQuerySet(models.QuerySet):
+    def ready(self) -> "ComparisonQuerySet":
+        return self.filter(ready_at__isnull=False, is_identical=False)
+
+
+class Comparison(models.Model):
+    """Two generations of one prompt and seed, with sides drawn at random when scheduled."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    seed = models.IntegerField()
+    left = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
+    token = models.CharField(max_length=32, unique=True, default=new_comparison_token, editable=False)
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="Set when both outputs exist.")
+    is_identical = models.BooleanField(
+        default=False, help_text="Both outputs are the same text: never shown."
+    )
+    ratings_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ComparisonQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["experiment", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "left", "right"], name="comparison_unique_pair"),
+            models.CheckConstraint(condition=~Q(left=models.F("right")), name="comparison_two_outputs"),
+        ]
+        indexes = [models.Index(fields=["experiment", "ready_at"])]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk} of {self.experiment}"

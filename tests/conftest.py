@@ -1,0 +1,56 @@
+"""Shared fixtures: named personas, the small trained model, and a scheduled experiment."""
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """The small trained MoE; `make test` builds it before pytest starts, this builds it if missing."""
+    path = Path(settings.TINY_MOE_PATH)
+    if not (path / "config.json").exists():
+        from evaluator.tiny import build_tiny_moe
+
+        build_tiny_moe(path, seed=0, log=lambda _msg: None)
+    return path
+
+
+@pytest.fixture
+def raters_group(db) -> Group:
+    return Group.objects.get_or_create(name="raters")[0]
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_user(
+        "alice", password="password-alice", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def rater(django_user_model, raters_group):
+    user = django_user_model.objects.create_user("bob", password="password-bob")
+    user.groups.add(raters_group)
+    return user
+
+
+@pytest.fixture
+def second_rater(django_user_model, raters_group):
+    user = django_user_model.objects.create_user("carol", password="password-carol")
+    user.groups.add(raters_group)
+    return user
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    user = django_user_model.objects.create_user("dave", password="password-dave")
+    user.user_permissions.add(Permission.objects.get(codename="view_results"))
+    return user
+
+
+@pytest.fixture
+def stranger(django_user_model):
+    return django_user_model.objects.create_user("eve", password="password-eve")

@@ -1,0 +1,50 @@
+"""The whole loop on real services: schedule → a real worker generates → ready pairs → a vote → the CSV."""
+
+import csv
+import io
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import Lease, Rating
+from evaluator.models import Comparison, Generation
+from tests.factories import make_checkpoint, make_experiment
+from tests.integration.conftest import wait_for
+
+pytestmark = [pytest.mark.slow]
+
+
+def test_a_scheduled_experiment_is_generated_by_a_worker_rated_and_exported(
+    celery_worker_process, client, rater, admin_user, tiny_model_path
+):
+    from evaluator import services
+
+    experiment = make_experiment(make_checkpoint(tiny_model_path), depths=(1, 4, 8), max_new_tokens=16)
+    services.schedule_experiment(experiment=experiment)
+    total = Generation.objects.filter(experiment=experiment).count()
+    assert total == 3 * 2
+
+    wait_for(
+        lambda: (
+            Generation.objects.filter(experiment=experiment, status=Generation.Status.DONE).count() == total
+        ),
+        timeout=180,
+        message="the worker did not produce every output",
+    )
+    done = Generation.objects.filter(experiment=experiment)
+    assert all(g.text and g.new_tokens and g.tokens_per_s > 0 for g in done)
+    assert {g.depth_k for g in done} == {1, 4, 8}
+    assert Comparison.objects.filter(experiment=experiment, ready_at__isnull=False).count() == 3 * 2
+
+    client.force_login(rater)
+    page = client.get(reverse("rate")).content.decode()
+    comparison = Lease.objects.get(rater=rater).comparison
+    assert comparison.left.text.splitlines()[0][:20].replace("&", "&amp;").replace("<", "&lt;") in page
+    client.post(reverse("vote", args=[comparison.token]), {"verdict": "right"})
+    assert Rating.objects.get(rater=rater).comparison == comparison
+
+    client.force_login(admin_user)
+    response = client.get(reverse("export_votes", args=[experiment.pk]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 1
+    assert rows[0]["winner"] == comparison.right.variant.name
