@@ -23,10 +23,15 @@ VOTE_COLUMNS = [
     "right_context",
     "verdict",
     "winner",
+    "criteria",
     "comment",
     "rater",
     "seconds",
     "rated_at",
+    "gold_check",
+    "gold_correct",
+    "too_fast",
+    "comparison_flags",
 ]
 
 
@@ -61,10 +66,15 @@ def vote_rows(experiment: Experiment) -> Iterator[list[object]]:
             right.context_config.describe(),
             r.verdict,
             winner,
+            ";".join(f"{name}={side}" for name, side in sorted(r.criteria.items())),
             r.comment,
             rater_pseudonym(r.rater_id),
             round(r.seconds, 3),
             r.created_at.isoformat(),
+            int(c.is_gold),
+            "" if r.gold_correct is None else int(r.gold_correct),
+            int(r.too_fast),
+            c.flag_count,
         ]
 
 

@@ -3,7 +3,38 @@
 from django.conf import settings
 from django.db import models
 
-from evaluator.models import Comparison
+from evaluator.models import Comparison, Experiment
+
+
+class RaterProfile(models.Model):
+    """What a rater may rate: when experiments are chosen, only those."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rater_profile"
+    )
+    experiments = models.ManyToManyField(Experiment, blank=True, related_name="+")
+
+    def __str__(self) -> str:
+        return f"rater profile of {self.user}"
+
+
+class RatingSession(models.Model):
+    """A sitting of a rater: a target number of comparisons, pausable, ending with a summary."""
+
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rating_sessions"
+    )
+    target = models.PositiveIntegerField(default=20)
+    started_at = models.DateTimeField()
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.FloatField(default=0.0)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["rater", "ended_at"])]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.rater}"
 
 
 class Lease(models.Model):
@@ -13,7 +44,9 @@ class Lease(models.Model):
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
     started_at = models.DateTimeField()
     expires_at = models.DateTimeField()
-    completed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="Voted, skipped or flagged.")
+    skipped = models.BooleanField(default=False)
+    flag_reason = models.TextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["comparison", "rater"], name="lease_once_per_rater")]
@@ -39,7 +72,15 @@ class Rating(models.Model):
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
     comment = models.TextField(blank=True)
+    criteria = models.JSONField(default=dict, blank=True, help_text="criterion → left, right or tie")
     seconds = models.FloatField(help_text="Seconds from hand-out to vote, measured on the server.")
+    too_fast = models.BooleanField(
+        default=False, help_text="Faster than the experiment's minimum: kept, flagged."
+    )
+    gold_correct = models.BooleanField(null=True, blank=True, help_text="On a gold comparison: was it right?")
+    session = models.ForeignKey(
+        RatingSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

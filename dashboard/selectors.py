@@ -66,7 +66,7 @@ def win_rates(experiment: Experiment) -> dict[str, list[ArmTally]]:
     """Per category name (and "All"), each arm's wins, losses and ties, best first."""
     variants = {v.pk: v for v in experiment.variants.all()}
     tallies: dict[str, dict[int, ArmTally]] = defaultdict(dict)
-    rows = Rating.objects.filter(comparison__experiment=experiment).values_list(
+    rows = Rating.objects.filter(comparison__experiment=experiment, comparison__gold_side="").values_list(
         "verdict",
         "comparison__left__variant_id",
         "comparison__right__variant_id",

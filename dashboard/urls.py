@@ -5,7 +5,13 @@ from dashboard import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("rate/", views.rate, name="rate"),
+    path("rate/session/start/", views.session_start, name="session_start"),
+    path("rate/session/pause/", views.session_pause, name="session_pause"),
+    path("rate/session/resume/", views.session_resume, name="session_resume"),
+    path("rate/session/end/", views.session_end, name="session_end"),
     path("rate/<str:token>/vote/", views.vote, name="vote"),
+    path("rate/<str:token>/skip/", views.skip, name="skip"),
+    path("rate/<str:token>/flag/", views.flag, name="flag"),
     path("results/", views.results_list, name="results_list"),
     path("results/<int:experiment_id>/", views.results, name="results"),
     path("results/<int:experiment_id>/votes.csv", views.export_votes, name="export_votes"),

@@ -4,11 +4,11 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import exports, selectors, services
-from dashboard.models import Rating
+from dashboard import exports, selectors, services, textdiff
+from dashboard.models import Rating, RatingSession
 from dashboard.permissions import rater_required, results_required
 from dashboard.selectors import can_view_results
-from evaluator.models import Experiment
+from evaluator.models import CRITERIA, Experiment
 
 
 @require_GET
@@ -20,39 +20,105 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("rate")
 
 
-def _render_comparison(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
+    session = services.active_session(rater=request.user)
+    context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
+    if session is None:
+        last = RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
+        context["summary"] = services.session_summary(last) if last else None
+        context["default_target"] = services.DEFAULT_SESSION_TARGET
+        return context
+    context["session_progress"] = services.session_summary(session)
+    if session.paused_at is not None:
+        return context
     assignment = services.next_comparison(rater=request.user)
-    context = {
-        "assignment": assignment,
-        "verdicts": Rating.Verdict.choices,
-        "progress": selectors.rater_progress(request.user),
-        "error": error,
-    }
-    template = "dashboard/rate.html#comparison" if request.htmx else "dashboard/rate.html"
-    return render(request, template, context, status=status)
+    context["assignment"] = assignment
+    context["progress"] = selectors.rater_progress(request.user)
+    if assignment is not None:
+        comparison = assignment.comparison
+        context["left_text"], context["right_text"] = comparison.left_text, comparison.right_text
+        context["diff"] = textdiff.highlight(comparison.left_text, comparison.right_text)
+        context["criteria"] = [
+            (name, CRITERIA[name]) for name in comparison.experiment.criteria if name in CRITERIA
+        ]
+    return context
+
+
+def _render_rating(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+    template = "dashboard/rate.html#panel" if request.htmx else "dashboard/rate.html"
+    return render(request, template, _rating_context(request, error=error), status=status)
+
+
+def _after_action(request: HttpRequest, action, **kwargs) -> HttpResponse:
+    try:
+        action(rater=request.user, **kwargs)
+    except services.RatingError as exc:
+        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400)
+    if not request.htmx:
+        return redirect("rate")
+    return _render_rating(request)
 
 
 @require_GET
 @rater_required
 def rate(request: HttpRequest) -> HttpResponse:
-    return _render_comparison(request)
+    return _render_rating(request)
 
 
 @require_POST
 @rater_required
 def vote(request: HttpRequest, token: str) -> HttpResponse:
+    criteria = {name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA}
+    return _after_action(
+        request,
+        services.submit_rating,
+        token=token,
+        verdict=request.POST.get("verdict", ""),
+        comment=request.POST.get("comment", ""),
+        criteria=criteria,
+    )
+
+
+@require_POST
+@rater_required
+def skip(request: HttpRequest, token: str) -> HttpResponse:
+    return _after_action(request, services.skip_comparison, token=token)
+
+
+@require_POST
+@rater_required
+def flag(request: HttpRequest, token: str) -> HttpResponse:
+    return _after_action(
+        request, services.flag_comparison, token=token, reason=request.POST.get("reason", "")
+    )
+
+
+@require_POST
+@rater_required
+def session_start(request: HttpRequest) -> HttpResponse:
     try:
-        services.submit_rating(
-            rater=request.user,
-            token=token,
-            verdict=request.POST.get("verdict", ""),
-            comment=request.POST.get("comment", ""),
-        )
-    except services.RatingError as exc:
-        return _render_comparison(request, error=str(exc), status=200 if request.htmx else 400)
-    if not request.htmx:
-        return redirect("rate")
-    return _render_comparison(request)
+        target = int(request.POST.get("target", services.DEFAULT_SESSION_TARGET))
+    except ValueError:
+        return _render_rating(request, error="The target is a whole number of comparisons.", status=400)
+    return _after_action(request, services.start_session, target=target)
+
+
+@require_POST
+@rater_required
+def session_pause(request: HttpRequest) -> HttpResponse:
+    return _after_action(request, services.pause_session)
+
+
+@require_POST
+@rater_required
+def session_resume(request: HttpRequest) -> HttpResponse:
+    return _after_action(request, services.resume_session)
+
+
+@require_POST
+@rater_required
+def session_end(request: HttpRequest) -> HttpResponse:
+    return _after_action(request, services.end_session)
 
 
 @require_GET

@@ -10,6 +10,13 @@ from evaluator.engine.context import ContextConfig
 from evaluator.engine.depth import DepthPolicy
 from evaluator.engine.loading import CheckpointError, inspect_checkpoint
 
+CRITERIA = {
+    "reasoning": "Depth of reasoning and structure",
+    "clarity": "Clarity",
+    "faithfulness": "Faithfulness to the given context",
+    "effort": "Right-sized effort (no overthinking of a simple task)",
+}
+
 
 def new_comparison_token() -> str:
     return secrets.token_urlsafe(16)
@@ -167,6 +174,14 @@ class Experiment(models.Model):
     raters_per_comparison = models.PositiveIntegerField(default=1)
     priority = models.IntegerField(default=0, help_text="Higher is rated first.")
     guidelines = models.TextField(blank=True)
+    criteria = models.JSONField(
+        default=list, blank=True, help_text=f"Optional per-criterion verdicts, any of: {', '.join(CRITERIA)}."
+    )
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of extra gold comparisons mixed in (0 to 0.5)."
+    )
+    min_seconds_per_vote = models.FloatField(default=3.0, help_text="Faster votes are kept but flagged.")
+    preset = models.CharField(max_length=50, blank=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     schedule_error = models.TextField(blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)
@@ -246,9 +261,72 @@ class Comparison(models.Model):
         ordering = ["experiment", "id"]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "left", "right"], name="comparison_unique_pair"),
-            models.CheckConstraint(condition=~Q(left=models.F("right")), name="comparison_two_outputs"),
+            models.CheckConstraint(
+                condition=~Q(left=models.F("right")) | ~Q(gold_side=""), name="comparison_two_outputs"
+            ),
         ]
         indexes = [models.Index(fields=["experiment", "ready_at"])]
 
     def __str__(self) -> str:
         return f"comparison {self.pk} of {self.experiment}"
+
+    @property
+    def is_gold(self) -> bool:
+        return bool(self.gold_side)
+
+    @property
+    def left_text(self) -> str:
+        return self.gold_text if self.gold_side == "left" else self.left.text
+
+    @property
+    def right_text(self) -> str:
+        return self.gold_text if self.gold_side == "right" else self.right.text
+
+
+class Job(models.Model):
+    """One queued Celery job: the outputs of one arm of one experiment."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="jobs")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="jobs")
+    task_id = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at"]
+        indexes = [models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self) -> str:
+        return f"job {self.task_id[:8]} ({self.status})"
+
+
+class WorkerStatus(models.Model):
+    """The last heartbeat of a generation worker: where it runs and what it has loaded."""
+
+    hostname = models.CharField(max_length=200, unique=True)
+    device = models.CharField(max_length=200, blank=True)
+    memory = models.CharField(max_length=100, blank=True)
+    loaded_checkpoint = models.CharField(max_length=500, blank=True)
+    pid = models.PositiveIntegerField(null=True)
+    started_at = models.DateTimeField(null=True)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["hostname"]
+        verbose_name_plural = "worker statuses"
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -3,7 +3,10 @@
 import itertools
 import json
 import logging
+import math
+import random
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +19,7 @@ from evaluator import events
 from evaluator.engine.context import input_limit
 from evaluator.engine.generate import Result, Sampling, prompt_token_counts
 from evaluator.engine.loading import Architecture
-from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Prompt, Variant
+from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
                     comparisons.append(
                         Comparison(experiment=experiment, prompt=p, seed=s, left=first, right=second)
                     )
+        comparisons += gold_comparisons(experiment, generations, len(comparisons), rng)
         Comparison.objects.bulk_create(comparisons)
         Experiment.objects.filter(pk=experiment.pk).update(
             status=Experiment.Status.SCHEDULED, scheduled_at=timezone.now(), schedule_error=""
@@ -174,6 +178,39 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
         transaction.on_commit(lambda: _enqueue_or_unschedule(experiment.pk, variant_ids))
     experiment.refresh_from_db()
     return ScheduleReport(generations=len(generations), comparisons=len(comparisons), arms=len(variants))
+
+
+def gold_comparisons(
+    experiment: Experiment, generations: list[Generation], regular: int, rng: random.Random
+) -> list[Comparison]:
+    """Quality checks: an output against a degraded copy of itself, on a random side, unmarked in the page."""
+    if experiment.gold_rate <= 0 or not generations:
+        return []
+    count = min(len(generations), math.ceil(experiment.gold_rate * regular))
+    return [
+        Comparison(
+            experiment=experiment,
+            prompt_id=g.prompt_id,
+            seed=g.seed,
+            left=g,
+            right=g,
+            gold_side=rng.choice(["left", "right"]),
+        )
+        for g in rng.sample(generations, count)
+    ]
+
+
+def degraded_copy(text: str, *, seed: int) -> str:
+    """A clearly worse version of a text: its opening, then its words out of order and repeated."""
+    words = text.split()
+    if len(words) < 4:
+        return (text + " " + text).strip() + " …"
+    rng = random.Random(seed)
+    keep = max(1, len(words) // 3)
+    rest = words[keep:]
+    rng.shuffle(rest)
+    stutter = rest[: max(2, len(rest) // 4)]
+    return " ".join(words[:keep] + stutter + stutter + rest)
 
 
 def _record_schedule_error(experiment: Experiment, problems: list[str]) -> None:
@@ -194,19 +231,30 @@ def _enqueue_or_unschedule(experiment_id: int, variant_ids: list[int]) -> None:
         with transaction.atomic():
             Comparison.objects.filter(experiment_id=experiment_id).delete()
             Generation.objects.filter(experiment_id=experiment_id).delete()
+            Job.objects.filter(experiment_id=experiment_id).delete()
             Experiment.objects.filter(pk=experiment_id).update(
                 status=Experiment.Status.DRAFT, scheduled_at=None, schedule_error=message
             )
         raise ScheduleError([message]) from exc
 
 
-def enqueue_arm(*, experiment_id: int, variant_id: int) -> None:
-    """The one place that hands work to Celery."""
+def enqueue_arm(*, experiment_id: int, variant_id: int) -> Job:
+    """The one place that hands work to Celery: a Job row first, then the message with the same id."""
     from evaluator.tasks import generate_arm
 
-    generate_arm.apply_async(
-        args=[experiment_id, variant_id], queue="gpu", retry=True, retry_policy={"max_retries": 2}
-    )
+    job = Job.objects.create(experiment_id=experiment_id, variant_id=variant_id, task_id=str(uuid.uuid4()))
+    try:
+        generate_arm.apply_async(
+            args=[experiment_id, variant_id],
+            task_id=job.task_id,
+            queue="gpu",
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception:
+        job.delete()
+        raise
+    return job
 
 
 def pending_generations(*, experiment_id: int, variant_id: int) -> list[Generation]:
@@ -248,6 +296,45 @@ def store_results(*, experiment_id: int, results: list[Result]) -> int:
     return stored
 
 
+def experiment_is_running(experiment_id: int) -> bool:
+    return Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.SCHEDULED).exists()
+
+
+def job_started(*, task_id: str, worker: str) -> None:
+    Job.objects.filter(task_id=task_id).update(
+        status=Job.Status.RUNNING,
+        worker=worker,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        error="",
+    )
+    _job_event(task_id)
+
+
+def job_progress(*, task_id: str, stored: int) -> None:
+    Job.objects.filter(task_id=task_id).update(stored=stored)
+
+
+def job_finished(*, task_id: str, stored: int, note: str = "") -> None:
+    Job.objects.filter(task_id=task_id).exclude(status=Job.Status.CANCELLED).update(
+        status=Job.Status.DONE, stored=stored, error=note, finished_at=timezone.now()
+    )
+    _job_event(task_id)
+
+
+def job_failed(*, task_id: str, error: str) -> None:
+    Job.objects.filter(task_id=task_id).update(
+        status=Job.Status.FAILED, error=error[:5000], finished_at=timezone.now()
+    )
+    _job_event(task_id)
+
+
+def _job_event(task_id: str) -> None:
+    experiment_id = Job.objects.filter(task_id=task_id).values_list("experiment_id", flat=True).first()
+    if experiment_id is not None:
+        transaction.on_commit(lambda: events.experiment_changed(experiment_id, job=task_id))
+
+
 def fail_generations(*, generation_ids: list[int], message: str) -> None:
     Generation.objects.filter(pk__in=generation_ids, status=Generation.Status.PENDING).update(
         status=Generation.Status.FAILED, error=message[:5000], finished_at=timezone.now()
@@ -256,17 +343,24 @@ def fail_generations(*, generation_ids: list[int], message: str) -> None:
 
 def mark_ready_comparisons(*, experiment_id: int, generation_ids: list[int]) -> int:
     """Comparisons become ready when both outputs exist; identical outputs are recorded, never shown."""
-    candidates = (
+    candidates = list(
         Comparison.objects.filter(experiment_id=experiment_id, ready_at__isnull=True)
         .filter(Q(left_id__in=generation_ids) | Q(right_id__in=generation_ids))
         .filter(left__status=Generation.Status.DONE, right__status=Generation.Status.DONE)
-        .values_list("pk", "left__text", "right__text")
+        .values_list("pk", "gold_side", "left__text", "right__text")
     )
     now = timezone.now()
-    identical = [pk for pk, a, b in candidates if a == b]
-    different = [pk for pk, a, b in candidates if a != b]
-    Comparison.objects.filter(pk__in=identical).update(ready_at=now, is_identical=True)
-    Comparison.objects.filter(pk__in=different).update(ready_at=now)
+    identical, different = [], []
+    for pk, gold_side, left_text, right_text in candidates:
+        if gold_side:
+            gold_text = degraded_copy(left_text, seed=pk)
+            Comparison.objects.filter(pk=pk).update(
+                gold_text=gold_text, ready_at=now, is_identical=gold_text == left_text
+            )
+            (identical if gold_text == left_text else different).append(pk)
+        else:
+            (identical if left_text == right_text else different).append(pk)
+            Comparison.objects.filter(pk=pk).update(ready_at=now, is_identical=left_text == right_text)
     return len(different)
 
 

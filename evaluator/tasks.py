@@ -14,30 +14,38 @@ from evaluator.models import Experiment, Variant
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="evaluator.tasks.generate_arm", acks_late=True, reject_on_worker_lost=True)
-def generate_arm(experiment_id: int, variant_id: int) -> int:
-    """Produce every missing output of one arm, a batch at a time. Returns how many were stored."""
+@shared_task(bind=True, name="evaluator.tasks.generate_arm", acks_late=True, reject_on_worker_lost=True)
+def generate_arm(self, experiment_id: int, variant_id: int) -> int:
+    """Produce every missing output of one arm, a batch at a time. Returns how many were stored.
+
+    Safe to run twice: only pending rows are generated and a row is stored once. Between batches it
+    looks at the experiment again, so pausing or cancelling stops it at the next batch.
+    """
+    task_id = self.request.id
     experiment = Experiment.objects.select_related("checkpoint").get(pk=experiment_id)
-    if experiment.status not in {Experiment.Status.SCHEDULED}:
-        log.info("experiment %s is %s: nothing to do", experiment_id, experiment.status)
+    if experiment.status != Experiment.Status.SCHEDULED:
+        services.job_finished(task_id=task_id, stored=0, note=f"experiment is {experiment.status}")
         return 0
+    services.job_started(task_id=task_id, worker=self.request.hostname or "")
     variant = Variant.objects.get(pk=variant_id)
     rows = services.pending_generations(experiment_id=experiment_id, variant_id=variant_id)
-    if not rows:
-        return 0
     try:
         checkpoint = experiment.checkpoint
         dtype = settings.ENGINE_DTYPE if checkpoint.dtype == "auto" else checkpoint.dtype
         device = None if settings.ENGINE_DEVICE == "auto" else settings.ENGINE_DEVICE
-        loaded = get_loaded(checkpoint.path, dtype=dtype, device=device)
+        loaded = get_loaded(checkpoint.path, dtype=dtype, device=device) if rows else None
         policy, context = variant.depth_policy, variant.context_config
         sampling = Sampling.from_dict(experiment.sampling or {})
     except Exception as exc:
-        services.fail_generations(generation_ids=[g.pk for g in rows], message=f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
+        services.fail_generations(generation_ids=[g.pk for g in rows], message=message)
+        services.job_failed(task_id=task_id, error=message)
         raise
     stored = 0
     batch_size = settings.ENGINE_BATCH_SIZE
     for start in range(0, len(rows), batch_size):
+        if not services.experiment_is_running(experiment_id):
+            break
         batch = rows[start : start + batch_size]
         requests = [
             Request(
@@ -65,4 +73,6 @@ def generate_arm(experiment_id: int, variant_id: int) -> int:
             )
             continue
         stored += services.store_results(experiment_id=experiment_id, results=results)
+        services.job_progress(task_id=task_id, stored=stored)
+    services.job_finished(task_id=task_id, stored=stored)
     return stored

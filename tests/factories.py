@@ -22,6 +22,7 @@ def make_experiment(
     raters: int = 1,
     max_new_tokens: int = 12,
     name: str = "exp",
+    **fields,
 ) -> Experiment:
     variants = [
         Variant.objects.get_or_create(
@@ -39,6 +40,7 @@ def make_experiment(
         seeds=list(seeds),
         sampling={"max_new_tokens": max_new_tokens, "do_sample": False},
         raters_per_comparison=raters,
+        **fields,
     )
     experiment.variants.set(variants)
     experiment.prompts.set(prompt_rows)

@@ -1,8 +1,8 @@
-// Keyboard-first rating: number keys and arrows press the verdict buttons of the shown comparison.
+// Keyboard-first rating. Keys press the buttons marked with data-key in the rating panel.
 // A static file on purpose: the CSP forbids inline script and eval, so no htmx key filters.
 (function () {
   "use strict";
-  var KEYS = { "1": "1", "ArrowLeft": "1", "2": "2", "ArrowRight": "2", "3": "3", "4": "4" };
+  var ALIASES = { "ArrowLeft": "1", "ArrowRight": "2" };
 
   function typing(target) {
     var tag = target && target.tagName;
@@ -10,14 +10,41 @@
   }
 
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) {
+    if (event.ctrlKey || event.metaKey || event.altKey) {
       return;
     }
-    var key = KEYS[event.key];
-    if (!key) {
+    var panel = document.getElementById("panel");
+    if (!panel) {
       return;
     }
-    var button = document.querySelector("#comparison form.verdicts button[data-key='" + key + "']");
+    var help = document.getElementById("help");
+    if (typing(event.target)) {
+      if (event.key === "Escape") {
+        event.target.blur();
+      }
+      return;
+    }
+    if (event.key === "?") {
+      event.preventDefault();
+      if (help.open) { help.close(); } else { help.showModal(); }
+      return;
+    }
+    if (help && help.open) {
+      return;
+    }
+    if (event.key === "f") {
+      var reason = panel.querySelector("[data-flag-reason]");
+      if (reason) {
+        event.preventDefault();
+        reason.focus();
+      }
+      return;
+    }
+    var key = ALIASES[event.key] || event.key;
+    if (key === "Enter") {
+      return;  // Enter keeps its usual meaning on the focused button
+    }
+    var button = panel.querySelector("button[data-key='" + key + "']");
     if (button && !button.disabled) {
       event.preventDefault();
       button.click();

@@ -1,20 +1,34 @@
-"""The rating page: a rater sees a ready comparison blind, votes, and the next one appears."""
+"""The rating page: a rater sees a ready comparison blind, votes, skips, flags, and works in sessions."""
 
 import pytest
 from django.urls import reverse
 
-from dashboard.models import Lease, Rating
+from dashboard import services
+from dashboard.models import Lease, Rating, RatingSession
 from evaluator.models import Comparison
+from evaluator.services import mark_ready_comparisons
 from tests.factories import make_checkpoint, run_generations, scheduled_experiment, store_crafted_outputs
 
 pytestmark = pytest.mark.django_db
+HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
 def experiment(tiny_model_path):
-    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4))
+    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4, 8))
     run_generations(experiment)
     return experiment
+
+
+@pytest.fixture
+def rating_client(client, rater):
+    client.force_login(rater)
+    services.start_session(rater=rater, target=50)
+    return client
+
+
+def held_comparison(rater) -> Comparison:
+    return Lease.objects.get(rater=rater, completed_at__isnull=True).comparison
 
 
 def test_it_requires_login(client):
@@ -28,100 +42,207 @@ def test_it_refuses_users_outside_the_raters_group(client, stranger):
     assert client.get(reverse("rate")).status_code == 403
 
 
-def test_it_shows_a_ready_comparison_without_naming_the_arms(client, rater, experiment):
+def test_without_a_session_it_offers_to_start_one(client, rater, experiment):
     client.force_login(rater)
-    response = client.get(reverse("rate"))
+    assert "Start rating" in client.get(reverse("rate")).content.decode()
+    response = client.post(reverse("session_start"), {"target": "3"}, headers=HTMX)
+    assert RatingSession.objects.get(rater=rater).target == 3
+    assert held_comparison(rater).token in response.content.decode()
+
+
+def test_it_shows_a_ready_comparison_without_naming_the_arms(rating_client, rater, experiment):
+    response = rating_client.get(reverse("rate"))
     assert response.status_code == 200
-    lease = Lease.objects.get(rater=rater)
-    comparison = lease.comparison
     html = response.content.decode()
+    comparison = held_comparison(rater)
     assert comparison.token in html
     for variant in experiment.variants.all():
         assert variant.name not in html
-    assert f"/{comparison.pk}/" not in html
 
 
-def test_a_vote_is_stored_and_the_next_comparison_follows(client, rater, experiment):
-    client.force_login(rater)
-    client.get(reverse("rate"))
-    first = Lease.objects.get(rater=rater).comparison
-    response = client.post(
-        reverse("vote", args=[first.token]), {"verdict": "left"}, headers={"HX-Request": "true"}
-    )
+def test_a_vote_is_stored_and_the_next_comparison_follows(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    first = held_comparison(rater)
+    response = rating_client.post(reverse("vote", args=[first.token]), {"verdict": "left"}, headers=HTMX)
     assert response.status_code == 200
     rating = Rating.objects.get(rater=rater)
-    assert rating.comparison == first
-    assert rating.verdict == "left"
+    assert (rating.comparison, rating.verdict) == (first, "left")
     assert rating.seconds >= 0
+    assert rating.session == RatingSession.objects.get(rater=rater)
     assert Comparison.objects.get(pk=first.pk).ratings_count == 1
-    second = Lease.objects.filter(rater=rater, completed_at__isnull=True).get().comparison
+    second = held_comparison(rater)
     assert second != first
     assert second.token in response.content.decode()
 
 
-def test_a_double_submission_stores_one_rating(client, rater, experiment):
-    client.force_login(rater)
-    client.get(reverse("rate"))
-    token = Lease.objects.get(rater=rater).comparison.token
+def test_a_double_submission_stores_one_rating(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    token = held_comparison(rater).token
     for _ in range(2):
-        client.post(reverse("vote", args=[token]), {"verdict": "tie"}, headers={"HX-Request": "true"})
+        rating_client.post(reverse("vote", args=[token]), {"verdict": "tie"}, headers=HTMX)
     assert Rating.objects.filter(rater=rater).count() == 1
 
 
-def test_an_unknown_verdict_is_refused_with_a_message(client, rater, experiment):
-    client.force_login(rater)
-    client.get(reverse("rate"))
-    token = Lease.objects.get(rater=rater).comparison.token
-    response = client.post(reverse("vote", args=[token]), {"verdict": "maybe"})
+def test_an_unknown_verdict_is_refused_with_a_message(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    response = rating_client.post(reverse("vote", args=[held_comparison(rater).token]), {"verdict": "maybe"})
     assert response.status_code == 400
     assert "Unknown verdict" in response.content.decode()
     assert not Rating.objects.exists()
 
 
+def test_a_fast_vote_is_kept_and_flagged(rating_client, rater, experiment):
+    experiment.min_seconds_per_vote = 60
+    experiment.save(update_fields=["min_seconds_per_vote"])
+    rating_client.get(reverse("rate"))
+    rating_client.post(reverse("vote", args=[held_comparison(rater).token]), {"verdict": "left"})
+    assert Rating.objects.get(rater=rater).too_fast
+
+
+def test_criteria_and_comment_are_stored_when_the_experiment_asks(rating_client, rater, experiment):
+    experiment.criteria = ["clarity", "effort"]
+    experiment.save(update_fields=["criteria"])
+    html = rating_client.get(reverse("rate")).content.decode()
+    assert "Right-sized effort" in html
+    token = held_comparison(rater).token
+    rating_client.post(
+        reverse("vote", args=[token]),
+        {"verdict": "right", "criterion-clarity": "right", "criterion-effort": "tie", "comment": " wordy "},
+    )
+    rating = Rating.objects.get(rater=rater)
+    assert rating.criteria == {"clarity": "right", "effort": "tie"}
+    assert rating.comment == "wordy"
+
+
+def test_skip_hands_out_another_comparison_and_never_the_same_again(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    skipped = held_comparison(rater)
+    rating_client.post(reverse("skip", args=[skipped.token]), headers=HTMX)
+    assert Lease.objects.get(comparison=skipped, rater=rater).skipped
+    assert held_comparison(rater) != skipped
+    assert not Rating.objects.exists()
+
+
+def test_flag_needs_a_reason_and_counts_on_the_comparison(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    comparison = held_comparison(rater)
+    response = rating_client.post(reverse("flag", args=[comparison.token]), {"reason": " "}, headers=HTMX)
+    assert "Say in a few words" in response.content.decode()
+    rating_client.post(reverse("flag", args=[comparison.token]), {"reason": "garbled text"}, headers=HTMX)
+    assert Comparison.objects.get(pk=comparison.pk).flag_count == 1
+    assert Lease.objects.get(comparison=comparison, rater=rater).flag_reason == "garbled text"
+
+
 def test_a_comparison_gets_no_more_raters_than_asked(client, rater, second_rater, experiment):
+    a = services.next_comparison(rater=rater).comparison
+    b = services.next_comparison(rater=second_rater).comparison
+    assert a != b
+
+
+def test_a_comparison_is_finished_by_its_second_rater_first(
+    rater, second_rater, django_user_model, experiment
+):
+    experiment.raters_per_comparison = 2
+    experiment.save(update_fields=["raters_per_comparison"])
+    first = services.next_comparison(rater=rater).comparison
+    services.submit_rating(rater=rater, token=first.token, verdict="left")
+    assert services.next_comparison(rater=second_rater).comparison == first
+
+
+def test_a_rater_limited_to_experiments_sees_only_those(rater, experiment, tiny_model_path):
+    from dashboard.models import RaterProfile
+
+    other = scheduled_experiment(experiment.checkpoint, depths=(2, 4), name="other")
+    run_generations(other)
+    other.priority = 10
+    other.save(update_fields=["priority"])
+    RaterProfile.objects.create(user=rater).experiments.set([experiment])
+    assert services.next_comparison(rater=rater).comparison.experiment == experiment
+
+
+def test_higher_priority_experiments_are_rated_first(rater, experiment):
+    other = scheduled_experiment(experiment.checkpoint, depths=(2, 4), name="urgent")
+    run_generations(other)
+    other.priority = 5
+    other.save(update_fields=["priority"])
+    assert services.next_comparison(rater=rater).comparison.experiment == other
+
+
+def test_a_session_pauses_resumes_and_ends_with_a_summary(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    rating_client.post(reverse("vote", args=[held_comparison(rater).token]), {"verdict": "left"})
+    html = rating_client.post(reverse("session_pause"), headers=HTMX).content.decode()
+    assert "Paused" in html and not Lease.objects.filter(rater=rater, completed_at__isnull=True).exists()
+    html = rating_client.post(reverse("session_resume"), headers=HTMX).content.decode()
+    assert held_comparison(rater).token in html
+    html = rating_client.post(reverse("session_end"), headers=HTMX).content.decode()
+    assert "Session summary" in html and "1 of 50" in html
+
+
+def test_a_session_ends_by_itself_at_its_target(client, rater, experiment):
     client.force_login(rater)
+    services.start_session(rater=rater, target=1)
     client.get(reverse("rate"))
-    client.force_login(second_rater)
-    client.get(reverse("rate"))
-    first = Lease.objects.get(rater=rater).comparison
-    second = Lease.objects.get(rater=second_rater).comparison
-    assert first != second
+    html = client.post(
+        reverse("vote", args=[held_comparison(rater).token]), {"verdict": "left"}, headers=HTMX
+    )
+    assert "Session summary" in html.content.decode()
 
 
-def test_identical_outputs_are_recorded_and_never_shown(client, rater, tiny_model_path):
+def test_gold_checks_are_unmarked_and_scored(rater, tiny_model_path):
+    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4), gold_rate=0.5)
+    run_generations(experiment)
+    gold = Comparison.objects.filter(experiment=experiment).exclude(gold_side="")
+    assert gold.exists() and all(c.gold_text and c.gold_text != c.left.text for c in gold)
+    services.start_session(rater=rater)
+    while (assignment := services.next_comparison(rater=rater)) is not None:
+        c = assignment.comparison
+        good = {"left": "right", "right": "left"}.get(c.gold_side, "left")
+        services.submit_rating(rater=rater, token=c.token, verdict=good)
+    assert Rating.objects.filter(gold_correct=True).count() == gold.count()
+    summary = services.session_summary(services.active_session(rater=rater))
+    assert summary.gold_accuracy == 1.0
+
+
+def test_identical_outputs_are_recorded_and_never_shown(rating_client, rater, tiny_model_path):
     experiment = scheduled_experiment(
         make_checkpoint(tiny_model_path), depths=(1, 4), prompts=[("routine", "Hi")]
     )
     run_generations(experiment)
     store_crafted_outputs(experiment, {g.pk: "the same words" for g in experiment.generations.all()})
     Comparison.objects.filter(experiment=experiment).update(ready_at=None)
-    from evaluator.services import mark_ready_comparisons
-
     mark_ready_comparisons(
         experiment_id=experiment.pk, generation_ids=list(experiment.generations.values_list("pk", flat=True))
     )
-    comparison = Comparison.objects.get(experiment=experiment)
-    assert comparison.is_identical
-    client.force_login(rater)
-    assert "Nothing to rate right now" in client.get(reverse("rate")).content.decode()
+    assert Comparison.objects.get(experiment=experiment).is_identical
+    assert "Nothing to rate right now" in rating_client.get(reverse("rate")).content.decode()
 
 
-def test_model_output_with_html_is_shown_as_text(client, rater, experiment):
+def test_near_identical_outputs_show_their_differences(rating_client, rater, tiny_model_path):
+    experiment = scheduled_experiment(
+        make_checkpoint(tiny_model_path), depths=(1, 4), prompts=[("routine", "Hi")]
+    )
+    run_generations(experiment)
+    a, b = experiment.generations.all()
     store_crafted_outputs(
         experiment,
-        {
-            g.pk: "<script>alert(1)</script><img src=x onerror=alert(2)>"
-            for g in experiment.generations.all()[:1]
-        },
+        {a.pk: "Thanks for the note, see you Monday.", b.pk: "Thanks for the note, see you Friday."},
     )
-    client.force_login(rater)
+    Comparison.objects.filter(experiment=experiment).update(ready_at=None)
+    mark_ready_comparisons(experiment_id=experiment.pk, generation_ids=[a.pk, b.pk])
+    html = rating_client.get(reverse("rate")).content.decode()
+    assert "<mark>Monday.</mark>" in html and "<mark>Friday.</mark>" in html
+
+
+def test_model_output_with_html_is_shown_as_text(rating_client, rater, experiment):
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    store_crafted_outputs(experiment, {g.pk: hostile for g in experiment.generations.all()[:1]})
     seen = ""
     for _ in range(experiment.comparisons.count()):
-        response = client.get(reverse("rate"))
-        seen += response.content.decode()
+        seen += rating_client.get(reverse("rate")).content.decode()
         lease = Lease.objects.filter(rater=rater, completed_at__isnull=True).first()
         if lease is None:
             break
-        client.post(reverse("vote", args=[lease.comparison.token]), {"verdict": "tie"})
-    assert "<script>alert(1)" not in seen
+        rating_client.post(reverse("vote", args=[lease.comparison.token]), {"verdict": "tie"})
+    assert "<script>alert(1)" not in seen and "<img src=x" not in seen
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in seen
