@@ -364,6 +364,72 @@ def mark_ready_comparisons(*, experiment_id: int, generation_ids: list[int]) -> 
     return len(different)
 
 
+def pause_experiment(*, experiment: Experiment) -> None:
+    """Stop handing out work: running jobs stop after their batch, raters get no new comparisons."""
+    updated = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.SCHEDULED).update(
+        status=Experiment.Status.PAUSED
+    )
+    if not updated:
+        raise ScheduleError([f"Only a scheduled experiment can be paused; this one is {experiment.status}."])
+    transaction.on_commit(lambda: events.experiment_changed(experiment.pk, status="paused"))
+
+
+def resume_experiment(*, experiment: Experiment) -> int:
+    """Carry on: queue a job for every arm that still has outputs to write. Returns the jobs queued."""
+    with transaction.atomic():
+        updated = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.PAUSED).update(
+            status=Experiment.Status.SCHEDULED
+        )
+        if not updated:
+            raise ScheduleError(
+                [f"Only a paused experiment can be resumed; this one is {experiment.status}."]
+            )
+        variant_ids = sorted(
+            set(
+                Generation.objects.filter(
+                    experiment=experiment, status=Generation.Status.PENDING
+                ).values_list("variant_id", flat=True)
+            )
+        )
+        Job.objects.filter(experiment=experiment, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+            status=Job.Status.CANCELLED,
+            finished_at=timezone.now(),
+            error="superseded when the experiment resumed",
+        )
+        for variant_id in variant_ids:
+            transaction.on_commit(lambda v=variant_id: enqueue_arm(experiment_id=experiment.pk, variant_id=v))
+    return len(variant_ids)
+
+
+def cancel_experiment(*, experiment: Experiment) -> int:
+    """Stop for good: queued jobs are revoked, unwritten outputs marked cancelled. Returns jobs revoked."""
+    from config.celery import app
+
+    with transaction.atomic():
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.CANCELLED)
+        Generation.objects.filter(experiment=experiment, status=Generation.Status.PENDING).update(
+            status=Generation.Status.CANCELLED, finished_at=timezone.now()
+        )
+        jobs = list(
+            Job.objects.filter(
+                experiment=experiment, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+            ).values_list("task_id", flat=True)
+        )
+        Job.objects.filter(task_id__in=jobs).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
+
+        def revoke() -> None:
+            try:
+                app.control.revoke(jobs)
+            except Exception:
+                # A job that still starts finds the experiment cancelled and stops at once.
+                log.warning("could not revoke the jobs of experiment %s", experiment.pk, exc_info=True)
+
+        if jobs:
+            transaction.on_commit(revoke)
+        transaction.on_commit(lambda: events.experiment_changed(experiment.pk, status="cancelled"))
+    return len(jobs)
+
+
 def retry_failed(*, experiment: Experiment) -> int:
     """Put failed generations back in the queue; done ones are never redone."""
     with transaction.atomic():

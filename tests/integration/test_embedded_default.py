@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, stop_worker, wait_for
+from tests.integration.conftest import ROOT, stop_worker
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow]
 

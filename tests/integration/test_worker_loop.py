@@ -9,7 +9,7 @@ from django.urls import reverse
 from dashboard.models import Lease, Rating
 from evaluator.models import Comparison, Generation
 from tests.factories import make_checkpoint, make_experiment
-from tests.integration.conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow]
 

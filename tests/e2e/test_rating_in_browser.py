@@ -1,0 +1,84 @@
+"""A rater in a real browser: keyboard only, skip, flag, progress, and hostile output that runs nothing."""
+
+import pytest
+
+from dashboard.models import Lease, Rating
+from tests.e2e.conftest import log_in
+from tests.factories import make_checkpoint, run_generations, scheduled_experiment, store_crafted_outputs
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def experiment(tiny_model_path):
+    prompts = [
+        ("routine", "Dear team,\n"),
+        ("philosophy", "Premise one:"),
+        ("dialogue", "User: Hello\nAssistant:"),
+    ]
+    experiment = scheduled_experiment(
+        make_checkpoint(tiny_model_path), depths=(1, 2, 4, 8), prompts=prompts, min_seconds_per_vote=0
+    )
+    run_generations(experiment)
+    return experiment
+
+
+def session_count(page) -> str:
+    return page.locator(".bar .progress strong").first.inner_text()
+
+
+def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, experiment):
+    log_in(page, "bob", "password-bob")
+    page.wait_for_selector("text=Start rating")
+    page.keyboard.press("Enter")  # the start button has the focus
+    page.wait_for_selector("#panel .outputs")
+
+    keys = ["1", "ArrowRight", "3", "4", "ArrowLeft"]
+    for done, key in enumerate(keys, start=1):
+        token = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison.token
+        page.keyboard.press(key)
+        page.wait_for_function(f"document.querySelector('.bar .progress strong').textContent === '{done}'")
+        assert Rating.objects.filter(rater=rater, comparison__token=token).exists()
+    verdicts = list(Rating.objects.filter(rater=rater).order_by("pk").values_list("verdict", flat=True))
+    assert verdicts == ["left", "right", "tie", "both_bad", "left"]
+
+    skipped = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison
+    page.keyboard.press("s")
+    wait_for(
+        lambda: Lease.objects.get(rater=rater, comparison=skipped).skipped, timeout=10, message="no skip"
+    )
+    page.wait_for_selector("#panel .outputs")
+
+    flagged = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison
+    page.keyboard.press("f")
+    page.keyboard.type("the text is garbled")
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: Lease.objects.get(rater=rater, comparison=flagged).flag_reason == "the text is garbled",
+        timeout=10,
+        message="the flag was not stored",
+    )
+    page.wait_for_selector("#panel .outputs")
+    assert session_count(page) == "5"
+    assert Rating.objects.filter(rater=rater).count() == 5
+    assert page.console_errors == []
+
+
+def test_hostile_model_output_runs_nothing(page, rater, experiment):
+    hostile = '<script>window.pwned = 1; alert("x")</script><img src=x onerror="window.pwned = 2; alert(1)">'
+    store_crafted_outputs(experiment, {g.pk: hostile for g in experiment.generations.all()})
+    log_in(page, "bob", "password-bob")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#panel .outputs")
+    for _ in range(3):
+        assert page.locator(".output .text").first.inner_text().startswith("<script>")
+        assert page.evaluate("window.pwned === undefined")
+        before = Rating.objects.filter(rater=rater).count()
+        page.keyboard.press("3")
+        wait_for(
+            lambda b=before: Rating.objects.filter(rater=rater).count() > b, timeout=10, message="no vote"
+        )
+        page.wait_for_selector("#panel .outputs, #panel .empty")
+    assert page.dialogs == []
+    assert page.evaluate("document.querySelectorAll('.output img, .output script').length") == 0
