@@ -301,6 +301,9 @@ if ENGINE_DTYPE not in {"auto", "bf16", "fp16", "fp32"}:
         f"DEPTH_ARENA_DTYPE={ENGINE_DTYPE!r}: use auto, bf16, fp16 or fp32 (quantized weights are refused)."
     )
 ENGINE_BATCH_SIZE = env_int("DEPTH_ARENA_BATCH_SIZE", 16, minimum=1)
+# CPU threads for generation. One is fastest for the small model on a shared two-core machine, where
+# more threads mostly wait on each other; a GPU worker barely uses the CPU. 0 leaves torch's default.
+ENGINE_CPU_THREADS = env_int("DEPTH_ARENA_CPU_THREADS", 1, minimum=0)
 
 # Raters.
 LEASE_SECONDS = env_int("DEPTH_ARENA_LEASE_SECONDS", 600, minimum=10)

@@ -2,6 +2,7 @@
 
 import logging
 
+import torch
 from celery import shared_task
 from django.conf import settings
 
@@ -33,6 +34,8 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         checkpoint = experiment.checkpoint
         dtype = settings.ENGINE_DTYPE if checkpoint.dtype == "auto" else checkpoint.dtype
         device = None if settings.ENGINE_DEVICE == "auto" else settings.ENGINE_DEVICE
+        if settings.ENGINE_CPU_THREADS:
+            torch.set_num_threads(settings.ENGINE_CPU_THREADS)
         loaded = get_loaded(checkpoint.path, dtype=dtype, device=device) if rows else None
         policy, context = variant.depth_policy, variant.context_config
         sampling = Sampling.from_dict(experiment.sampling or {})

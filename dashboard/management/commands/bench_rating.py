@@ -1,0 +1,272 @@
+"""Load benchmark of the rating loop: many raters doing real HTTP round trips against the ASGI server."""
+
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.client import HTTPConnection
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count, F
+
+from dashboard.models import Rating
+from dashboard.permissions import RATERS_GROUP
+from evaluator import services as evaluator_services
+from evaluator.models import Category, Checkpoint, Comparison, Experiment, Prompt, Variant
+from evaluator.tasks import generate_arm
+
+VOTE_URL = re.compile(r'hx-post="/rate/([A-Za-z0-9_-]+)/vote/"')
+CSRF = re.compile(r'"X-CSRFToken": "([^"]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rater(threading.Thread):
+    """One rater: start a session, then vote on whatever comes next until the shared budget is spent."""
+
+    def __init__(self, port: int, session_key: str, budget: "Budget", verdicts: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.port, self.budget, self.verdicts = port, budget, verdicts
+        self.cookies = {settings.SESSION_COOKIE_NAME: session_key}
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.accepted = 0
+
+    def request(self, conn: HTTPConnection, method: str, path: str, form: dict | None = None) -> str:
+        headers = {"HX-Request": "true", "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers["X-CSRFToken"] = self.csrf
+        started = time.perf_counter()
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode()
+        self.latencies.append(time.perf_counter() - started)
+        for header in response.headers.get_all("Set-Cookie") or []:
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}")
+        return text
+
+    def run(self) -> None:
+        conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            page = self.request(conn, "GET", "/rate/")
+            self.csrf = CSRF.search(page).group(1)
+            self.latencies.clear()
+            page = self.request(conn, "POST", "/rate/session/start/", {"target": "1000"})
+            i = 0
+            while self.budget.take():
+                match = VOTE_URL.search(page)
+                if match is None:
+                    self.budget.give_back()
+                    break
+                page = self.request(
+                    conn, "POST", f"/rate/{match.group(1)}/vote/", {"verdict": self.verdicts[i % 4]}
+                )
+                self.accepted += 1
+                i += 1
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+
+class Budget:
+    def __init__(self, total: int) -> None:
+        self.left, self.lock = total, threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self.lock:
+            self.left += 1
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the ASGI server on a free loopback port, seed an experiment with real outputs of the small "
+        "model, let N concurrent raters vote over HTTP, stop the server and print JSON figures."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--raters", type=int, default=50)
+        parser.add_argument("--votes", type=int, default=5000)
+        parser.add_argument("--raters-per-comparison", type=int, default=5)
+
+    def handle(self, *args, raters: int, votes: int, raters_per_comparison: int, **options) -> None:
+        if not (settings.TINY_MOE_PATH / "config.json").exists():
+            raise CommandError("The small model is missing: run `python manage.py build_tiny_moe` first.")
+        run_id = uuid.uuid4().hex[:8]
+        experiment = self.seed(run_id, votes, raters_per_comparison)
+        users = self.raters(run_id, raters)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DJANGO_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            self.wait_for_server(port, server)
+            budget = Budget(votes)
+            threads = [
+                Rater(port, self.session_for(user), budget, ["left", "right", "tie", "both_bad"][i % 4 :] * 2)
+                for i, user in enumerate(users)
+            ]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - started
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        try:
+            report = self.report(experiment, threads, elapsed, raters)
+        finally:
+            self.clean_up(experiment, users)
+        self.stdout.write(json.dumps(report, indent=2))
+
+    def seed(self, run_id: str, votes: int, k: int) -> Experiment:
+        checkpoint = Checkpoint.objects.filter(path=str(settings.TINY_MOE_PATH)).first()
+        if checkpoint is None:
+            checkpoint = Checkpoint(name=f"bench-{run_id}", path=str(settings.TINY_MOE_PATH))
+            checkpoint.full_clean()
+            checkpoint.save()
+        arms = [
+            Variant.objects.get_or_create(
+                checkpoint=checkpoint, name=f"bench k={d}", defaults={"depth": {"kind": "fixed", "k": d}}
+            )[0]
+            for d in (1, 2, 4, 8)
+        ]
+        category = Category.objects.get_or_create(slug="routine", defaults={"name": "Routine"})[0]
+        pairs = 6
+        prompts_needed = -(-votes // (k * pairs))
+        prompts = [
+            Prompt.objects.create(category=category, text=f"Dear team, note {i} from the benchmark {run_id}:")
+            for i in range(prompts_needed)
+        ]
+        experiment = Experiment.objects.create(
+            name=f"bench-rating-{run_id}",
+            checkpoint=checkpoint,
+            seeds=[0],
+            sampling={"max_new_tokens": 8, "do_sample": True, "temperature": 1.0},
+            raters_per_comparison=k,
+            min_seconds_per_vote=0,
+            priority=1_000_000,
+        )
+        experiment.variants.set(arms)
+        experiment.prompts.set(prompts)
+        evaluator_services.schedule_experiment(experiment=experiment)
+        for arm in arms:
+            generate_arm(experiment.pk, arm.pk)
+        ready = Comparison.objects.filter(experiment=experiment).ready().count()
+        self.stderr.write(f"seeded {ready} ready comparisons × {k} raters")
+        return experiment
+
+    def raters(self, run_id: str, count: int) -> list:
+        group = Group.objects.get_or_create(name=RATERS_GROUP)[0]
+        User = get_user_model()
+        users = []
+        for i in range(count):
+            user = User.objects.create_user(f"bench-{run_id}-{i}")
+            user.groups.add(group)
+            users.append(user)
+        return users
+
+    def session_for(self, user) -> str:
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        return session.session_key
+
+    def wait_for_server(self, port: int, server: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise CommandError(f"The server stopped: {server.stderr.read().decode()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise CommandError("The server did not start within 60 s.")
+
+    def report(self, experiment: Experiment, threads: list[Rater], elapsed: float, raters: int) -> dict:
+        latencies = sorted(x for t in threads for x in t.latencies)
+        accepted = sum(t.accepted for t in threads)
+        stored = Rating.objects.filter(comparison__experiment=experiment).count()
+        duplicates = (
+            Rating.objects.filter(comparison__experiment=experiment)
+            .values("comparison", "rater")
+            .annotate(n=Count("pk"))
+            .filter(n__gt=1)
+            .count()
+        )
+        over_k = (
+            Comparison.objects.filter(experiment=experiment)
+            .annotate(n=Count("ratings"))
+            .filter(n__gt=F("experiment__raters_per_comparison"))
+            .count()
+        )
+
+        def pct(q: float) -> float:
+            return (
+                round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)
+                if latencies
+                else 0
+            )
+
+        return {
+            "raters": raters,
+            "votes_sent": accepted,
+            "round_trips": len(latencies),
+            "seconds": round(elapsed, 2),
+            "round_trips_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else 0,
+            "errors": sum(len(t.errors) for t in threads),
+            "error_examples": [e for t in threads for e in t.errors][:3],
+            "lost_votes": max(0, accepted - stored),
+            "duplicate_votes": duplicates,
+            "comparisons_over_k": over_k,
+            "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        }
+
+    def clean_up(self, experiment: Experiment, users: list) -> None:
+        prompt_ids = list(experiment.prompts.values_list("pk", flat=True))
+        Rating.objects.filter(comparison__experiment=experiment).delete()
+        experiment.delete()
+        Prompt.objects.filter(pk__in=prompt_ids).delete()
+        get_user_model().objects.filter(pk__in=[u.pk for u in users]).delete()
