@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -25,3 +25,20 @@ app.conf.update(
     task_send_sent_event=True,
 )
 app.autodiscover_tasks()
+
+
+@signals.worker_process_init.connect
+@signals.worker_init.connect
+def use_plain_database_connections(**_: object) -> None:
+    """Workers run one job at a time on one connection, so they gain nothing from Django's pool, and
+    Celery's Django fix-up closes that pool after every task (celery#10554). Connect plainly instead;
+    the web process keeps its pool.
+    """
+    from django.db import connections
+
+    for alias in connections:
+        connections[alias].close()
+        connections[alias].settings_dict.get("OPTIONS", {}).pop("pool", None)
+
+
+import evaluator.heartbeat  # noqa: E402, F401  (worker heartbeats: connects the Celery worker signals)

@@ -252,7 +252,15 @@ class Comparison(models.Model):
     is_identical = models.BooleanField(
         default=False, help_text="Both outputs are the same text: never shown."
     )
+    gold_side = models.CharField(
+        max_length=5,
+        blank=True,
+        choices=[("left", "left"), ("right", "right")],
+        help_text="Gold check: this side shows a degraded copy of the other side's output.",
+    )
+    gold_text = models.TextField(blank=True)
     ratings_count = models.PositiveIntegerField(default=0)
+    flag_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ComparisonQuerySet.as_manager()

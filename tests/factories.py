@@ -38,7 +38,7 @@ def make_experiment(
         name=name,
         checkpoint=checkpoint,
         seeds=list(seeds),
-        sampling={"max_new_tokens": max_new_tokens, "do_sample": False},
+        sampling={"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": 1.0},
         raters_per_comparison=raters,
         **fields,
     )

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from evaluator.engine.loading import forget_loaded
+from evaluator.engine.loading import CheckpointError, forget_loaded
 from evaluator.models import Comparison, Generation, Prompt
 from evaluator.tasks import generate_arm
 from tests.factories import make_checkpoint, run_generations, scheduled_experiment
@@ -40,10 +40,10 @@ def test_a_failing_task_marks_its_outputs_failed_with_the_message(tiny_model_pat
     shutil.rmtree(copy)
     forget_loaded()
     broken, healthy = experiment.variants.order_by("pk")
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError):
         generate_arm(experiment.pk, broken.pk)
     failed = Generation.objects.filter(experiment=experiment, variant=broken)
-    assert all(g.status == "failed" and g.error for g in failed)
+    assert all(g.status == "failed" and "Checkpoint folder not found" in g.error for g in failed)
     assert Generation.objects.filter(experiment=experiment, variant=healthy, status="pending").count() == 2
 
 

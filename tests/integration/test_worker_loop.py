@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from dashboard.models import Lease, Rating
+from dashboard.services import start_session
 from evaluator.models import Comparison, Generation
 from tests.factories import make_checkpoint, make_experiment
 from tests.waiting import wait_for
@@ -37,6 +38,7 @@ def test_a_scheduled_experiment_is_generated_by_a_worker_rated_and_exported(
     assert Comparison.objects.filter(experiment=experiment, ready_at__isnull=False).count() == 3 * 2
 
     client.force_login(rater)
+    start_session(rater=rater)
     page = client.get(reverse("rate")).content.decode()
     comparison = Lease.objects.get(rater=rater).comparison
     assert comparison.left.text.splitlines()[0][:20].replace("&", "&amp;").replace("<", "&lt;") in page
