@@ -1,6 +1,7 @@
 """A rater in a real browser: keyboard only, skip, flag, progress, and hostile output that runs nothing."""
 
 import pytest
+from playwright.sync_api import expect
 
 from dashboard.models import Lease, Rating
 from tests.e2e.conftest import log_in
@@ -38,7 +39,7 @@ def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, exper
     for done, key in enumerate(keys, start=1):
         token = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison.token
         page.keyboard.press(key)
-        page.wait_for_function(f"document.querySelector('.bar .progress strong').textContent === '{done}'")
+        expect(page.locator(".bar .progress strong").first).to_have_text(str(done))
         assert Rating.objects.filter(rater=rater, comparison__token=token).exists()
     verdicts = list(Rating.objects.filter(rater=rater).order_by("pk").values_list("verdict", flat=True))
     assert verdicts == ["left", "right", "tie", "both_bad", "left"]
@@ -65,10 +66,16 @@ def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, exper
     assert page.console_errors == []
 
 
-def test_hostile_model_output_runs_nothing(page, rater, experiment):
+def test_hostile_model_output_runs_nothing(browser, live_server, rater, experiment):
+    # The page's CSP would stop an injected script too; without it, only escaping stands in the way.
+    context = browser.new_context(base_url=live_server.url, bypass_csp=True)
+    page = context.new_page()
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     hostile = '<script>window.pwned = 1; alert("x")</script><img src=x onerror="window.pwned = 2; alert(1)">'
     store_crafted_outputs(experiment, {g.pk: hostile for g in experiment.generations.all()})
     log_in(page, "bob", "password-bob")
+    page.wait_for_selector("text=Start rating")
     page.keyboard.press("Enter")
     page.wait_for_selector("#panel .outputs")
     for _ in range(3):
@@ -80,5 +87,6 @@ def test_hostile_model_output_runs_nothing(page, rater, experiment):
             lambda b=before: Rating.objects.filter(rater=rater).count() > b, timeout=10, message="no vote"
         )
         page.wait_for_selector("#panel .outputs, #panel .empty")
-    assert page.dialogs == []
+    assert dialogs == []
     assert page.evaluate("document.querySelectorAll('.output img, .output script').length") == 0
+    context.close()
