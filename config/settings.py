@@ -71,7 +71,9 @@ def database_from_url(name: str, url: str) -> dict:
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            # Django's own psycopg 3 pool; each process (web, each worker child) owns one.
+            # A connection is checked before use, so web and workers carry on after PostgreSQL restarts.
+            "CONN_HEALTH_CHECKS": True,
+            # Django's own psycopg 3 pool in the web process (Celery workers connect plainly).
             "OPTIONS": {
                 "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1)},
                 **options,

@@ -482,3 +482,45 @@ def ensure_demo_data(*, checkpoint_path: Path) -> Experiment:
             experiment.variants.set(variants)
             experiment.prompts.set(Prompt.objects.filter(category__in=categories.values()))
     return experiment
+
+
+def requeue_unfinished(*, experiment: Experiment) -> int:
+    """Queue a job again for every arm that still has outputs to write and no job visibly working on it.
+
+    For jobs lost outside the service: a broker restarted without its queue, a whole worker host gone, a
+    queueing that failed half-way. A job running on a worker that still sends heartbeats is left alone;
+    other queued or running jobs of those arms are marked superseded. Running an arm twice writes nothing
+    twice. Returns the jobs queued.
+    """
+    from evaluator.heartbeat import OFFLINE_AFTER
+    from evaluator.models import WorkerStatus
+
+    if experiment.status != Experiment.Status.SCHEDULED:
+        raise ScheduleError(
+            [f"Only a scheduled experiment has jobs to queue again; this one is {experiment.status}."]
+        )
+    online = set(
+        WorkerStatus.objects.filter(last_seen__gte=timezone.now() - OFFLINE_AFTER).values_list(
+            "hostname", flat=True
+        )
+    )
+    with transaction.atomic():
+        pending = set(
+            Generation.objects.filter(experiment=experiment, status=Generation.Status.PENDING).values_list(
+                "variant_id", flat=True
+            )
+        )
+        busy = set(
+            Job.objects.filter(
+                experiment=experiment, status=Job.Status.RUNNING, worker__in=online
+            ).values_list("variant_id", flat=True)
+        )
+        variant_ids = sorted(pending - busy)
+        Job.objects.filter(
+            experiment=experiment,
+            variant_id__in=variant_ids,
+            status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+        ).update(status=Job.Status.CANCELLED, finished_at=timezone.now(), error="superseded: queued again")
+        for variant_id in variant_ids:
+            transaction.on_commit(lambda v=variant_id: enqueue_arm(experiment_id=experiment.pk, variant_id=v))
+    return len(variant_ids)
