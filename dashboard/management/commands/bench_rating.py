@@ -29,6 +29,8 @@ from evaluator.tasks import generate_arm
 
 VOTE_URL = re.compile(r'hx-post="/rate/([A-Za-z0-9_-]+)/vote/"')
 CSRF = re.compile(r'"X-CSRFToken": "([^"]+)"')
+VERDICTS = ["left", "right", "tie", "both_bad"]
+ERROR = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
 
 
 def free_port() -> int:
@@ -48,8 +50,12 @@ class Rater(threading.Thread):
         self.errors: list[str] = []
         self.accepted = 0
 
-    def request(self, conn: HTTPConnection, method: str, path: str, form: dict | None = None) -> str:
-        headers = {"HX-Request": "true", "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+    def request(
+        self, conn: HTTPConnection, method: str, path: str, form: dict | None = None, *, htmx: bool = True
+    ) -> str:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        if htmx:
+            headers["HX-Request"] = "true"
         body = None
         if form is not None:
             body = urlencode(form)
@@ -70,7 +76,7 @@ class Rater(threading.Thread):
     def run(self) -> None:
         conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            page = self.request(conn, "GET", "/rate/")
+            page = self.request(conn, "GET", "/rate/", htmx=False)  # the full page carries the CSRF token
             self.csrf = CSRF.search(page).group(1)
             self.latencies.clear()
             page = self.request(conn, "POST", "/rate/session/start/", {"target": "1000"})
@@ -136,7 +142,7 @@ class Command(BaseCommand):
             self.wait_for_server(port, server)
             budget = Budget(votes)
             threads = [
-                Rater(port, self.session_for(user), budget, ["left", "right", "tie", "both_bad"][i % 4 :] * 2)
+                Rater(port, self.session_for(user), budget, VERDICTS[i % 4 :] + VERDICTS[: i % 4])
                 for i, user in enumerate(users)
             ]
             started = time.perf_counter()
