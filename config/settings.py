@@ -50,6 +50,19 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name}={value} must be between {low} and {high}.")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -310,6 +323,13 @@ ENGINE_CPU_THREADS = env_int("DEPTH_ARENA_CPU_THREADS", 1, minimum=0)
 
 # Raters.
 LEASE_SECONDS = env_int("DEPTH_ARENA_LEASE_SECONDS", 600, minimum=10)
+
+# Results: a rater below this accuracy on gold checks (after at least GOLD_MIN_SEEN of them) is
+# excluded by default; intervals come from this many bootstrap rounds over prompts.
+GOLD_MIN_ACCURACY = env_float("DEPTH_ARENA_GOLD_MIN_ACCURACY", 0.7, low=0.0, high=1.0)
+GOLD_MIN_SEEN = env_int("DEPTH_ARENA_GOLD_MIN_SEEN", 3, minimum=1)
+RESULTS_BOOTSTRAP_ROUNDS = env_int("DEPTH_ARENA_BOOTSTRAP_ROUNDS", 1000, minimum=50)
+RESULTS_POLL_SECONDS = env_int("DEPTH_ARENA_RESULTS_POLL_SECONDS", 15, minimum=1)
 
 LOGGING = {
     "version": 1,

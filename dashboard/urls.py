@@ -15,4 +15,5 @@ urlpatterns = [
     path("results/", views.results_list, name="results_list"),
     path("results/<int:experiment_id>/", views.results, name="results"),
     path("results/<int:experiment_id>/votes.csv", views.export_votes, name="export_votes"),
+    path("results/<int:experiment_id>/aggregates.csv", views.export_aggregates, name="export_aggregates"),
 ]

@@ -1,14 +1,17 @@
 """Pages for raters (blind comparisons) and for people reading results."""
 
+from urllib.parse import urlencode
+
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import exports, selectors, services, textdiff
+from dashboard import analysis, charts, exports, selectors, services, textdiff
 from dashboard.models import Rating, RatingSession
 from dashboard.permissions import rater_required, results_required
 from dashboard.selectors import can_view_results
 from evaluator.models import CRITERIA, Experiment
+from evaluator.selectors import experiment_progress
 
 
 @require_GET
@@ -131,21 +134,52 @@ def results_list(request: HttpRequest) -> HttpResponse:
 @results_required
 def results(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
+    exclusions = analysis.Exclusions.from_query(request.GET)
+    computed = analysis.experiment_results(experiment, exclusions=exclusions)
+    pair = _heatmap_pair(request, computed.arms)
+    chosen_pair = [("a", str(pair[0].pk)), ("b", str(pair[1].pk))] if pair else []
     context = {
         "experiment": experiment,
-        "progress": selectors.experiment_progress(experiment),
-        "win_rates": selectors.win_rates(experiment),
+        "progress": experiment_progress(experiment),
+        "results": computed,
+        "sections": [(group, charts.group_charts(group, pair)) for group in computed.groups],
+        "reasons": [(r, label, getattr(exclusions, r)) for r, label in analysis.REASONS.items()],
+        "pair": pair,
+        "query": urlencode([*exclusions.query_items(), *chosen_pair]),
+        "exclusion_query": urlencode(exclusions.query_items()),
+        "poll_seconds": analysis.poll_seconds(),
     }
     template = "dashboard/results.html#live" if request.htmx else "dashboard/results.html"
     return render(request, template, context)
+
+
+def _heatmap_pair(request: HttpRequest, arms: list[analysis.Arm]) -> tuple[analysis.Arm, analysis.Arm] | None:
+    """The two arms whose routing difference is drawn: ?a=…&b=… (arm ids), else the first two arms."""
+    if len(arms) < 2:
+        return None
+    by_pk = {str(arm.pk): arm for arm in arms}
+    a, b = by_pk.get(request.GET.get("a", "")), by_pk.get(request.GET.get("b", ""))
+    if a is None or b is None or a == b:
+        return arms[0], arms[1]
+    return a, b
 
 
 @require_GET
 @results_required
 def export_votes(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
-    response = StreamingHttpResponse(
-        exports.csv_lines(exports.VOTE_COLUMNS, exports.vote_rows(experiment)), content_type="text/csv"
+    return exports.csv_response(
+        request, exports.votes_csv(experiment), f"votes-experiment-{experiment.pk}.csv"
     )
-    response["Content-Disposition"] = f'attachment; filename="votes-experiment-{experiment.pk}.csv"'
-    return response
+
+
+@require_GET
+@results_required
+def export_aggregates(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    exclusions = analysis.Exclusions.from_query(request.GET)
+    return exports.csv_response(
+        request,
+        exports.aggregates_csv(experiment, exclusions=exclusions),
+        f"aggregates-experiment-{experiment.pk}.csv",
+    )

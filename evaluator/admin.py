@@ -5,17 +5,14 @@ fields, import prompts, build an experiment (by hand or from a preset), schedule
 retry it, and watch its progress and the time it still needs.
 """
 
-import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
-from django.db.models import Avg, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
@@ -42,6 +39,7 @@ from evaluator.models import (
     Variant,
     WorkerStatus,
 )
+from evaluator.selectors import Progress, experiment_progress
 
 ARCHITECTURE_FIELDS = [
     "architecture",
@@ -481,75 +479,6 @@ class PromptAdmin(ImportExportMixin, admin.ModelAdmin):
 
 
 # Experiments ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    outputs_done: int
-    outputs_failed: int
-    outputs_pending: int
-    outputs_total: int
-    comparisons_ready: int
-    comparisons_total: int
-    votes: int
-    votes_needed: int
-    seconds_left: float | None
-    tokens_per_s: float | None
-
-
-def estimate_seconds_left(experiment: Experiment, arms: list[dict]) -> tuple[float | None, float | None]:
-    """Seconds the pending outputs still need on one worker, from the speed measured so far, and that speed.
-
-    Each batch decodes up to max_new_tokens per row at the measured tokens/s of one stream (an arm not yet
-    measured is assumed to run at the mean speed of the others). None when nothing was measured yet.
-    """
-    pending = sum(arm["pending"] for arm in arms)
-    speeds = [arm["speed"] for arm in arms if arm["speed"]]
-    if not speeds:
-        return (0.0 if pending == 0 else None), None
-    mean_speed = sum(speeds) / len(speeds)
-    try:
-        max_new_tokens = Sampling.from_dict(experiment.sampling or {}).max_new_tokens
-    except (TypeError, ValueError):
-        return None, mean_speed
-    batch_size = settings.ENGINE_BATCH_SIZE
-    seconds = sum(
-        math.ceil(arm["pending"] / batch_size) * max_new_tokens / (arm["speed"] or mean_speed) for arm in arms
-    )
-    return seconds, mean_speed
-
-
-def experiment_progress(experiment: Experiment) -> Progress:
-    arms = list(
-        Generation.objects.filter(experiment=experiment)
-        .values("variant_id")
-        .annotate(
-            total=Count("pk"),
-            done=Count("pk", filter=Q(status=Generation.Status.DONE)),
-            failed=Count("pk", filter=Q(status=Generation.Status.FAILED)),
-            pending=Count("pk", filter=Q(status=Generation.Status.PENDING)),
-            speed=Avg("tokens_per_s", filter=Q(status=Generation.Status.DONE, tokens_per_s__gt=0)),
-        )
-        .order_by()
-    )
-    comparisons = Comparison.objects.filter(experiment=experiment, is_identical=False).aggregate(
-        total=Count("pk"),
-        ready=Count("pk", filter=Q(ready_at__isnull=False)),
-        votes=Coalesce(Sum("ratings_count"), 0),
-    )
-    seconds, speed = estimate_seconds_left(experiment, arms)
-    return Progress(
-        outputs_done=sum(a["done"] for a in arms),
-        outputs_failed=sum(a["failed"] for a in arms),
-        outputs_pending=sum(a["pending"] for a in arms),
-        outputs_total=sum(a["total"] for a in arms),
-        comparisons_ready=comparisons["ready"],
-        comparisons_total=comparisons["total"],
-        votes=comparisons["votes"],
-        votes_needed=comparisons["total"] * experiment.raters_per_comparison,
-        seconds_left=seconds,
-        tokens_per_s=speed,
-    )
 
 
 def format_duration(seconds: float) -> str:

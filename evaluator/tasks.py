@@ -5,7 +5,7 @@ import logging
 import torch
 from celery import shared_task
 from django.conf import settings
-from django.db import OperationalError, close_old_connections
+from django.db import OperationalError, close_old_connections, connection
 
 from evaluator import services
 from evaluator.engine.generate import Request, Sampling
@@ -48,8 +48,10 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
     stored = 0
     batch_size = settings.ENGINE_BATCH_SIZE
     for start in range(0, len(rows), batch_size):
-        # A long job outlives database restarts: drop a broken connection before each batch.
-        close_old_connections()
+        # A long job outlives database restarts: drop a broken connection before each batch (not
+        # inside a caller's transaction, as when a test or a command runs the task in-process).
+        if not connection.in_atomic_block:
+            close_old_connections()
         if not services.experiment_is_running(experiment_id):
             break
         batch = rows[start : start + batch_size]
@@ -83,7 +85,8 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         except OperationalError:
             # The outputs of this batch are lost with the connection; they are still pending, and a
             # retry of the job (the same task, later) writes them.
-            close_old_connections()
+            if not connection.in_atomic_block:
+                close_old_connections()
             services.job_failed(task_id=task_id, error="the database went away while storing; retrying")
             raise self.retry(countdown=5, max_retries=5) from None
         services.job_progress(task_id=task_id, stored=stored)
