@@ -78,5 +78,3 @@ def experiment_progress(experiment: Experiment) -> Progress:
         seconds_left=seconds,
         tokens_per_s=speed,
     )
-
-

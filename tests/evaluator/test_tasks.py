@@ -54,4 +54,3 @@ def test_a_prompt_over_the_limit_fails_alone(tiny_model_path):
     assert Generation.objects.filter(experiment=experiment, status="failed").count() == 2
     assert Generation.objects.filter(experiment=experiment, status="done").count() == 2
     assert "token" in Generation.objects.filter(status="failed").first().error
-
