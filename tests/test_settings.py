@@ -65,5 +65,5 @@ def test_with_nothing_set_it_runs_on_the_embedded_default(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        '["django.db.backends.sqlite3", "filesystem://", "channels.layers.InMemoryChannelLayer", true]'
+        '["django.db.backends.sqlite3", "filesystem://localhost//", "channels.layers.InMemoryChannelLayer", true]'
     )

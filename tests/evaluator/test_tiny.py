@@ -1,14 +1,17 @@
 """The generated corpus, the untrained test model and the full build of the small trained MoE."""
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
-import torch
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from evaluator import tiny
 from evaluator.corpus import CATEGORIES, generate_corpus
 from evaluator.tiny import (
     BUILD_INFO_FILE,
@@ -101,58 +104,98 @@ def test_the_demo_prompts_cover_each_category_with_a_dozen_tagged_prompts(tmp_pa
     assert all(p["text"] == p["text"].rstrip() for p in prompts)
 
 
+def test_the_whole_build_path_is_deterministic_and_replaces_a_folder_atomically(tmp_path, monkeypatch):
+    # A cut-down corpus runs the same code as the full build in a few seconds.
+    monkeypatch.setattr(tiny, "TRAIN_DOCS", 48)
+    monkeypatch.setattr(tiny, "VAL_DOCS", 8)
+    first, second = tmp_path / "first", tmp_path / "second"
+    report = build_tiny_moe(first, seed=7, log=lambda _m: None)
+    assert build_tiny_moe(second, seed=7, log=lambda _m: None)["perplexity"] == report["perplexity"]
+    assert weights_digest(first) == weights_digest(second)
+    assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
+    assert json.loads((first / BUILD_INFO_FILE).read_text()) == report
+    assert set(report) >= {"path", "seconds", "train_tokens", "perplexity", "trained_top_k", "num_experts"}
+
+    build_tiny_moe(second, seed=8, log=lambda _m: None)
+    assert weights_digest(first) != weights_digest(second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "second"]  # no temporary folders left
+
+
+def test_a_failed_build_leaves_no_folder_behind(tmp_path, monkeypatch):
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tiny, "TRAIN_DOCS", 16)
+    monkeypatch.setattr(tiny, "_train", fail)
+    with pytest.raises(RuntimeError):
+        build_tiny_moe(tmp_path / "model", log=lambda _m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_keeps_an_existing_model_unless_forced(tmp_path):
+    path = tiny_random_moe(tmp_path)
+    before = weights_digest(path)
+    out = io.StringIO()
+    call_command("build_tiny_moe", out=str(path), stdout=out)
+    assert "already holds a model" in out.getvalue()
+    assert weights_digest(path) == before
+
+
+def test_the_command_reports_a_failed_build_as_an_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CommandError, match="failed"):
+        call_command("build_tiny_moe", out=str(tmp_path / "file" / "model"), stdout=io.StringIO())
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, dict, Path, dict]:
-    """Two full builds with the same seed (about two minutes each, shared by the slow tests)."""
-    root = tmp_path_factory.mktemp("tiny-moe")
-    first, second = root / "first", root / "second"
-    return (
-        first,
-        build_tiny_moe(first, log=lambda _m: None),
-        second,
-        build_tiny_moe(second, log=lambda _m: None),
-    )
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    """One full build (about two minutes), shared by the slow tests."""
+    path = tmp_path_factory.mktemp("tiny-moe") / "model"
+    return path, build_tiny_moe(path, log=lambda _m: None)
 
 
 @pytest.mark.slow
-def test_a_build_saves_a_complete_model_and_nothing_else(built):
-    path, report, _, _ = built
+def test_a_full_build_saves_a_complete_model_that_reports_itself(built):
+    path, report = built
     assert tiny_moe_exists(path)
     assert json.loads((path / BUILD_INFO_FILE).read_text()) == report
     assert report["path"] == str(path)
     assert report["trained_top_k"] == TINY_TRAINED_TOP_K
     assert report["num_experts"] == TINY_NUM_EXPERTS
-    assert sorted(p.name for p in path.parent.iterdir()) == ["first", "second"]  # no leftover temp folders
+    assert report["train_tokens"] > 100_000
 
 
 @pytest.mark.slow
-def test_the_same_seed_builds_the_same_weights(built):
-    first, first_report, second, second_report = built
-    assert weights_digest(first) == weights_digest(second)
-    assert first_report["perplexity"] == second_report["perplexity"]
+def test_a_second_full_build_with_the_same_seed_has_the_same_weights(built, tmp_path):
+    path, report = built
+    again = build_tiny_moe(tmp_path / "again", log=lambda _m: None)
+    assert weights_digest(tmp_path / "again") == weights_digest(path)
+    assert again["perplexity"] == report["perplexity"]
 
 
 @pytest.mark.slow
-def test_the_trained_depth_beats_depth_one(built):
-    _, report, _, _ = built
+def test_the_trained_depth_clearly_beats_depth_one(built):
+    _, report = built
     perplexity = report["perplexity"]
     assert perplexity[str(TINY_TRAINED_TOP_K)] < 0.9 * perplexity["1"]
     assert perplexity[str(2 * TINY_TRAINED_TOP_K)] < perplexity["1"]
 
 
 @pytest.mark.slow
-def test_the_long_demo_prompts_fit_and_the_trained_model_continues_every_category(built):
-    path, _, _, _ = built
+def test_the_demo_prompts_fit_and_the_trained_model_continues_them(built):
+    path, _ = built
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.config.num_experts_per_tok == TINY_TRAINED_TOP_K
     prompts = json.loads(DEMO_PROMPTS.read_text())
-    lengths = {p["category"]: [] for p in prompts}
-    for p in prompts:
-        lengths[p["category"]].append(len(tokenizer(p["text"])["input_ids"]))
+    lengths = {category: [] for category in CATEGORIES}
+    for prompt in prompts:
+        lengths[prompt["category"]].append(len(tokenizer(prompt["text"])["input_ids"]))
     assert max(lengths["long_context"]) <= 700
-    assert max(n for category, ns in lengths.items() if category != "long_context" for n in ns) <= 200
-    batch = tokenizer(["User: What is the capital of France?\nAssistant:"], return_tensors="pt")
-    torch.manual_seed(0)
-    out = model.generate(**batch, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert max(max(lengths[c]) for c in CATEGORIES if c != "long_context") <= 200
+
+    texts = [p["text"] for p in prompts[::6]]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    continuations = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert all(any(c.isalpha() or c.isdigit() for c in text) for text in continuations)
