@@ -1,5 +1,6 @@
 """Settings come from the environment; a bad value stops start-up with a message naming the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def test_with_nothing_set_it_runs_on_the_embedded_default(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        '["django.db.backends.sqlite3", "filesystem://localhost//", "channels.layers.InMemoryChannelLayer", true]'
-    )
+    engine, broker, layer, debug = json.loads(result.stdout)
+    assert engine == "django.db.backends.sqlite3"
+    assert broker.startswith("filesystem://")
+    assert layer == "channels.layers.InMemoryChannelLayer"
+    assert debug is True
