@@ -1,8 +1,27 @@
-"""Admin for ratings and the leases that hand comparisons to raters."""
+"""Admin for raters' limits, their sessions, ratings and the leases that hand comparisons out."""
 
 from django.contrib import admin
 
-from dashboard.models import Lease, Rating
+from dashboard.models import Lease, RaterProfile, Rating, RatingSession
+
+
+@admin.register(RaterProfile)
+class RaterProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "limited_to"]
+    filter_horizontal = ["experiments"]
+    search_fields = ["user__username"]
+
+    @admin.display(description="experiments")
+    def limited_to(self, obj: RaterProfile) -> str:
+        names = [e.name for e in obj.experiments.all()]
+        return ", ".join(names) if names else "all"
+
+
+@admin.register(RatingSession)
+class RatingSessionAdmin(admin.ModelAdmin):
+    list_display = ["id", "rater", "target", "started_at", "paused_at", "ended_at"]
+    list_filter = ["rater"]
+    readonly_fields = ["rater", "target", "started_at", "paused_at", "paused_seconds", "ended_at"]
 
 
 @admin.register(Rating)

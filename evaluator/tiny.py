@@ -214,10 +214,10 @@ def build_tiny_moe(out_dir: Path, *, seed: int = 0, log: Callable[[str], None] =
     """
     out_dir = Path(out_dir)
     started = time.monotonic()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
     try:
         corpus = generate_corpus(seed=seed, n_docs=TRAIN_DOCS + VAL_DOCS)
         train_texts = [text for _, text in corpus[:TRAIN_DOCS]]

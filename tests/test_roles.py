@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from dashboard.models import RaterProfile
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
 
 PERSONAS = ["stranger", "rater", "viewer", "staff"]
@@ -82,6 +83,7 @@ def world(db, tmp_path, admin_user):
         experiment=experiment, prompt=prompt, seed=0, left=left, right=right
     )
     Job.objects.create(experiment=experiment, variant=variants[0], task_id="t-1")
+    RaterProfile.objects.create(user=admin_user).experiments.set([experiment])
     return {"experiment": experiment, "comparison": comparison, "user": admin_user}
 
 
