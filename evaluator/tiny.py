@@ -181,9 +181,7 @@ def _lr_at(step: int, steps: int) -> float:
 def _train(
     model: Qwen3MoeForCausalLM, rows: torch.Tensor, pad_id: int, seed: int, log: Callable[[str], None]
 ) -> None:
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), weight_decay=0.1, fused=True
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), weight_decay=0.1)
     order_rng = random.Random(seed)
     batches: list[list[int]] = []
     for _ in range(EPOCHS):

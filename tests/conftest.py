@@ -1,5 +1,8 @@
 """Shared fixtures: named personas, the small trained model, and a scheduled experiment."""
 
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,36 @@ def tiny_model_path() -> Path:
 
         build_tiny_moe(path, seed=0, log=lambda _msg: None)
     return path
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    # Playwright's sync API runs an event loop in the test thread; ORM calls made there by the tests are
+    # ordinary blocking calls on their own connection, which this switch allows.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test installs it).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

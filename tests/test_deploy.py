@@ -120,14 +120,8 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(client, request, experime
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_admin_pages_run_in_a_browser_without_csp_violations(live_server, experiment, admin_user):
+def test_admin_pages_run_in_a_browser_without_csp_violations(browser, live_server, experiment, admin_user):
     """Django's admin moved its scripts out of line; this checks the pages an admin of this project opens."""
-    from tests.e2e.conftest import CHROMIUM
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is missing")
-    from playwright.sync_api import sync_playwright
-
     pages = [
         "/admin/",
         "/admin/evaluator/checkpoint/add/",
@@ -146,11 +140,9 @@ def test_admin_pages_run_in_a_browser_without_csp_violations(live_server, experi
         "/jobs/",
     ]
     violations: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_context(base_url=live_server.url).new_page()
+    context = browser.new_context(base_url=live_server.url)
+    try:
+        page = context.new_page()
         page.on(
             "console",
             lambda msg: (
@@ -168,6 +160,7 @@ def test_admin_pages_run_in_a_browser_without_csp_violations(live_server, experi
         # The two-box selectors of filter_horizontal are built by admin JavaScript: it ran.
         page.goto("/admin/evaluator/experiment/add/")
         assert page.locator("#id_variants_from").count() == 1
-        browser.close()
+    finally:
+        context.close()
 
     assert violations == []

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.db import connections
 from django.urls import reverse
+from kombu import pools
 
 from evaluator import services
 from evaluator.models import (
@@ -100,7 +101,10 @@ def celery_broker(url: str) -> Iterator[None]:
     def reset() -> None:
         if app._pool is not None:
             app._pool.force_close_all()
-        app._after_fork()  # drops the cached connection and producer pools
+        app._after_fork()  # drops the app's cached connection and producer pools
+        # kombu keeps producer pools in a process-wide registry keyed by broker URL; a closed one left
+        # there would be handed back when the URL comes back.
+        pools.reset()
 
     previous = app.conf.broker_url
     reset()
