@@ -71,7 +71,7 @@ def test_the_embedded_default_runs_the_loop_on_sqlite_and_the_file_broker(tmp_pa
     )
     try:
         wait_for(
-            lambda: manage("shell", "-c", COUNT).strip() == "2",
+            lambda: manage("shell", "-c", COUNT).strip().splitlines()[-1] == "2",
             timeout=180,
             interval=2,
             message="the worker on the file-system broker did not produce both outputs",

@@ -41,7 +41,7 @@ def test_a_scheduled_experiment_is_generated_by_a_worker_rated_and_exported(
     start_session(rater=rater)
     page = client.get(reverse("rate")).content.decode()
     comparison = Lease.objects.get(rater=rater).comparison
-    assert comparison.left.text.splitlines()[0][:20].replace("&", "&amp;").replace("<", "&lt;") in page
+    assert comparison.token in page and 'class="outputs"' in page
     client.post(reverse("vote", args=[comparison.token]), {"verdict": "right"})
     assert Rating.objects.get(rater=rater).comparison == comparison
 
