@@ -21,7 +21,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, F
 
-from dashboard.models import Rating
+from dashboard.models import RaterProfile, Rating
 from dashboard.permissions import RATERS_GROUP
 from evaluator import services as evaluator_services
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Prompt, Variant
@@ -129,7 +129,7 @@ class Command(BaseCommand):
             raise CommandError("The small model is missing: run `python manage.py build_tiny_moe` first.")
         run_id = uuid.uuid4().hex[:8]
         experiment = self.seed(run_id, votes, raters_per_comparison)
-        users = self.raters(run_id, raters)
+        users = self.raters(run_id, raters, experiment)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
@@ -197,13 +197,15 @@ class Command(BaseCommand):
         self.stderr.write(f"seeded {ready} ready comparisons × {k} raters")
         return experiment
 
-    def raters(self, run_id: str, count: int) -> list:
+    def raters(self, run_id: str, count: int, experiment: Experiment) -> list:
+        """Bench raters, limited to the bench experiment so that other work in the database is left alone."""
         group = Group.objects.get_or_create(name=RATERS_GROUP)[0]
         User = get_user_model()
         users = []
         for i in range(count):
             user = User.objects.create_user(f"bench-{run_id}-{i}")
             user.groups.add(group)
+            RaterProfile.objects.create(user=user).experiments.set([experiment])
             users.append(user)
         return users
 
