@@ -2,7 +2,6 @@
 
 import logging
 
-import torch
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection
@@ -36,6 +35,8 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         dtype = settings.ENGINE_DTYPE if checkpoint.dtype == "auto" else checkpoint.dtype
         device = None if settings.ENGINE_DEVICE == "auto" else settings.ENGINE_DEVICE
         if settings.ENGINE_CPU_THREADS:
+            import torch  # here, in the worker child: the web process and the worker parent never load torch
+
             torch.set_num_threads(settings.ENGINE_CPU_THREADS)
         loaded = get_loaded(checkpoint.path, dtype=dtype, device=device) if rows else None
         policy, context = variant.depth_policy, variant.context_config

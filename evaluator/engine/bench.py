@@ -24,7 +24,7 @@ from torch import nn
 from .context import ContextConfig, apply_context
 from .depth import DepthPolicy, apply_depth
 from .generate import Request, Sampling, _generation_config, generate_arm
-from .loading import DTYPES, LoadedModel, get_loaded, load_checkpoint, wrap_model
+from .loading import DTYPE_NAMES, LoadedModel, get_loaded, load_checkpoint, torch_dtype, wrap_model
 
 
 def qwen3_30b_a3b_config() -> Any:
@@ -366,7 +366,7 @@ def _reload_ms(loaded: LoadedModel) -> float | None:
         free, _ = torch.cuda.mem_get_info(loaded.device)
         if free < 1.1 * sum(p.nbytes for p in loaded.model.parameters()):
             return None  # a second copy does not fit beside the loaded model
-    dtype_name = next(name for name, dtype in DTYPES.items() if dtype == loaded.dtype)
+    dtype_name = next(name for name in DTYPE_NAMES if torch_dtype(name) == loaded.dtype)
     _, seconds = _timed(
         lambda: load_checkpoint(loaded.path, dtype=dtype_name, device=str(loaded.device)), loaded.device
     )

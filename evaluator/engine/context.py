@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 if TYPE_CHECKING:
+    from torch import nn
+
     from .loading import Architecture, LoadedModel
 
 CONTEXT_KINDS = ("native", "yarn")

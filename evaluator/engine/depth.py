@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from .loading import LoadedModel
 
 KINDS = ("fixed", "by_category", "by_tag", "dynamic")
@@ -181,6 +181,7 @@ def _mapping(mapping: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
 
 def _dynamic_forward(inner: Callable, p: float, k_min: int, normalize: bool) -> Callable:
     """Router forward keeping, per token, the fewest top-k_max experts whose probability mass reaches p."""
+    import torch
 
     def forward(hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, scores, indices = inner(hidden_states)  # the router runs at top_k = k_max

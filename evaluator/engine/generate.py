@@ -15,14 +15,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
-
 from .context import ContextConfig, apply_context, input_limit, window
 from .depth import DepthPolicy, apply_depth
-from .tracing import RoutingTrace
 
 if TYPE_CHECKING:
+    import torch
+
     from .loading import LoadedModel
+
+# torch is imported inside the functions that run a model: the web process reads Sampling, Result and
+# prompt_token_counts from here and should not load torch for them.
 
 
 @dataclass
@@ -144,6 +146,8 @@ def _generation_config(loaded: LoadedModel, sampling: Sampling) -> Any:
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's generators for one batch without disturbing the process's random state."""
+    import torch
+
     devices = (
         [device.index if device.index is not None else torch.cuda.current_device()]
         if device.type == "cuda"
@@ -161,6 +165,10 @@ def _run_batch(
     generation_config: Any,
     k: int | None,
 ) -> list[Result]:
+    import torch
+
+    from .tracing import RoutingTrace
+
     width = max(len(ids) for _, ids in batch)
     input_ids = torch.full((len(batch), width), loaded.pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -203,6 +211,8 @@ def _run_batch(
 
 def _free_accelerator_memory(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
 
 
@@ -214,6 +224,8 @@ def _run_splitting(
     k: int | None,
 ) -> list[Result]:
     """Run a batch; out of memory, retry it as two halves, down to single prompts that then fail alone."""
+    import torch
+
     try:
         return _run_batch(loaded, batch, seed, generation_config, k)
     except torch.OutOfMemoryError as exc:

@@ -14,12 +14,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# torch is imported where a model is loaded, not here: the web process describes arms and checks checkpoints
+# with this module and should not pay torch's import time and ~250 MB for it.
+DTYPE_NAMES = ("bf16", "fp16", "fp32")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
 
 # config.json spells dtypes as torch names; these are the only ones we accept for weights.
 _ALLOWED_CONFIG_DTYPES = {"bfloat16", "float16", "float32", "bf16", "fp16", "fp32", "half", "float"}
@@ -307,6 +317,8 @@ def wrap_model(
 def resolve_device(device: str | None) -> str:
     """None means the first GPU when there is one, else the CPU (checked at call time, never at import)."""
     if device is None:
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
@@ -315,8 +327,8 @@ def resolve_dtype(dtype: str, device: str) -> str:
     """The dtype name to load with: "auto" is bf16 on an accelerator, fp32 on the CPU (slow bf16 matmuls)."""
     if dtype == "auto":
         return "fp32" if device == "cpu" else "bf16"
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPE_NAMES)}; got {dtype!r}")
     return dtype
 
 
@@ -329,7 +341,7 @@ def load_checkpoint(path: str | Path, *, dtype: str = "auto", device: str | None
     device_name = resolve_device(device)
     dtype_name = resolve_dtype(dtype, device_name)
     started = time.perf_counter()
-    options: dict[str, Any] = {"dtype": DTYPES[dtype_name], "local_files_only": True}
+    options: dict[str, Any] = {"dtype": torch_dtype(dtype_name), "local_files_only": True}
     if device_name != "cpu":
         # Load straight onto the accelerator ("auto" spreads a model too large for one card over several).
         options["device_map"] = device_name
