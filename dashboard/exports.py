@@ -90,20 +90,37 @@ def safe_cell(value: object) -> object:
     return value
 
 
-def vote_rows(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> Iterator[list[object]]:
-    """One row per rating, comparison by comparison, each one's votes in the order given; text cells safe.
+def csv_field(value: object) -> str:
+    """One cell as the csv module writes it (minimal quoting, "\r\n" rows); text must be safe already."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if any(c in text for c in _QUOTE_TRIGGERS):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+_QUOTE_TRIGGERS = (",", '"', "\r", "\n")
+
+
+def vote_lines(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> Iterator[str]:
+    """One CSV line per rating, comparison by comparison, each one's votes in the order given; cells safe.
 
     Two server-side cursors walk the experiment's comparisons and its ratings side by side, both in
-    comparison order, so a comparison's prompt (which can be a long document), arms and flags are read
-    and formatted once, not once per vote, and memory stays constant.
+    comparison order, so a comparison's cells (its prompt can be a long document) are made safe, quoted
+    and joined once, not once per vote, and memory stays constant. A vote's own cells are words, numbers
+    and the comment, so the line is put together directly; ``csv_field`` quotes as the csv module does.
     """
     arms = {
-        arm.pk: [safe_cell(arm.name), safe_cell(arm.depth), safe_cell(arm.context)]
+        arm.pk: (
+            safe_cell(arm.name),
+            ",".join(csv_field(safe_cell(cell)) for cell in (arm.name, arm.depth, arm.context)),
+        )
         for arm in experiment_arms(experiment)
     }
     failed = gold_failed_raters(experiment)
-    name = safe_cell(experiment.name)
-    pseudonyms: dict[int, str] = {}
+    name = csv_field(safe_cell(experiment.name))
+    raters: dict[int, str] = {}
     comparisons = (
         Comparison.objects.filter(experiment=experiment)
         .order_by("pk")
@@ -140,6 +157,7 @@ def vote_rows(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> It
         .iterator(chunk_size=chunk_size)
     )
     current = None
+    gold_cells = {None: "", True: "1", False: "0"}
     for (
         comparison_id,
         verdict,
@@ -157,29 +175,24 @@ def vote_rows(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> It
             if row is None:
                 return  # the experiment's comparisons were deleted while it was being exported
             current, category, prompt_id, prompt, seed, left_id, right_id, gold_side, flags = row
-            left, right = arms[left_id], arms[right_id]
-            head = [name, safe_cell(category), prompt_id, safe_cell(prompt), seed, *left, *right]
+            (left_name, left), (right_name, right) = arms[left_id], arms[right_id]
+            head = (
+                f"{name},{csv_field(safe_cell(category))},{prompt_id},{csv_field(safe_cell(prompt))},"
+                f"{seed},{left},{right},"
+            )
             # A gold check tests the rater: the degraded copy is no arm's output, so nobody wins.
-            winners = {} if gold_side else {"left": left[0], "right": right[0]}
-            gold = 1 if gold_side else 0
-        pseudonym = pseudonyms.get(rater_id)
-        if pseudonym is None:
-            pseudonym = pseudonyms[rater_id] = rater_pseudonym(rater_id)
-        yield [
-            *head,
-            verdict,
-            winners.get(verdict, ""),
-            _criteria(criteria),
-            safe_cell(comment),
-            pseudonym,
-            round(seconds, 3),
-            _iso_utc(rated_at),
-            gold,
-            "" if gold_correct is None else int(gold_correct),
-            int(too_fast),
-            flags,
-            int(rater_id in failed),
-        ]
+            winners = {} if gold_side else {"left": csv_field(left_name), "right": csv_field(right_name)}
+            gold = "1" if gold_side else "0"
+            tail = f",{flags},"
+        rater = raters.get(rater_id)
+        if rater is None:
+            rater = raters[rater_id] = (rater_pseudonym(rater_id), "1" if rater_id in failed else "0")
+        yield (
+            f"{head}{verdict},{winners.get(verdict, '')},{_criteria(criteria)},"
+            f"{csv_field(safe_cell(comment)) if comment else ''},{rater[0]},{round(seconds, 3)},"
+            f"{_iso_utc(rated_at)},{gold},{gold_cells[gold_correct]},{'1' if too_fast else '0'}"
+            f"{tail}{rater[1]}\r\n"
+        )
 
 
 def _iso_utc(text: str) -> str:
@@ -193,10 +206,10 @@ def _iso_utc(text: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _criteria(text: str) -> str:
-    """{"clarity": "left", …} as clarity=left;… (criterion names are fixed words, sides left/right/tie)."""
+    """{"clarity": "left", …} as the cell clarity=left;… (names are fixed words, sides left/right/tie)."""
     if text == "{}":
         return ""
-    return ";".join(f"{name}={side}" for name, side in sorted(json.loads(text).items()))
+    return csv_field(";".join(f"{name}={side}" for name, side in sorted(json.loads(text).items())))
 
 
 def aggregate_rows(experiment: Experiment, *, exclusions: Exclusions | None = None) -> Iterator[list[object]]:
@@ -250,8 +263,11 @@ def csv_chunks(
         yield buffer.getvalue()  # the header of an empty export
 
 
-def votes_csv(experiment: Experiment) -> Generator[str]:
-    return csv_chunks(VOTE_COLUMNS, vote_rows(experiment))
+def votes_csv(experiment: Experiment, *, rows_per_chunk: int = ROWS_PER_CHUNK) -> Generator[str]:
+    lines = vote_lines(experiment, chunk_size=rows_per_chunk)
+    yield ",".join(VOTE_COLUMNS) + "\r\n"
+    while batch := list(islice(lines, rows_per_chunk)):
+        yield "".join(batch)
 
 
 def aggregates_csv(experiment: Experiment, *, exclusions: Exclusions | None = None) -> Generator[str]:

@@ -12,7 +12,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from dashboard.analysis import experiment_results
-from dashboard.exports import AGGREGATE_COLUMNS, VOTE_COLUMNS, csv_chunks, safe_cell
+from dashboard.exports import AGGREGATE_COLUMNS, VOTE_COLUMNS, csv_chunks, csv_field, safe_cell
 from dashboard.models import Rating
 from evaluator.models import Comparison, Experiment
 from tests.dashboard.results_data import bulk_votes, experiment_with_outputs, make_raters, rate_everything
@@ -146,6 +146,28 @@ def test_under_asgi_the_csv_streams_through_an_async_iterator(viewer, rated):
 
     rows = list(csv.DictReader(io.StringIO(async_to_sync(body)().decode())))
     assert len(rows) == Rating.objects.count()
+
+
+def test_awkward_text_in_votes_and_arm_names_comes_back_cell_for_cell(client, viewer, rated, rater):
+    comment = 'line one, "quoted"\r\nline two\n=2+2'
+    Rating.objects.filter(rater=rater).update(comment=comment)
+    arm = rated.variants.get(name="k=4")
+    arm.name = '=k, "four"'
+    arm.save()
+    client.force_login(viewer)
+    rows = download(client, "export_votes", rated)
+    assert {r["comment"] for r in rows} == {comment, ""}
+    assert {r["left_arm"] for r in rows} | {r["right_arm"] for r in rows} == {"k=1", "'" + arm.name}
+    assert "'" + arm.name in {r["winner"] for r in rows}
+
+
+@pytest.mark.parametrize(
+    "value", ["", "plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", " padded ", "'=1", 3, -1.25, None]
+)
+def test_csv_field_quotes_exactly_as_the_csv_module_does(value):
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["x", value])
+    assert buffer.getvalue() == f"x,{csv_field(value)}\r\n"
 
 
 def test_csv_is_written_in_chunks_of_rows():
