@@ -5,10 +5,12 @@ import hmac
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from dashboard.models import Rating
-from evaluator.models import Experiment
+from evaluator.models import Comparison, Experiment
 
 
 def rater_pseudonym(user_id: int) -> str:
@@ -27,6 +29,26 @@ def visible_experiments() -> QuerySet[Experiment]:
     )
 
 
-def rater_progress(user: AbstractBaseUser) -> dict[str, int]:
-    """The rater's own votes and the whole team's, for the progress line on the rating page."""
-    return {"mine": Rating.objects.filter(rater=user).count(), "team": Rating.objects.count()}
+TEAM_PROGRESS_SECONDS = 5
+
+
+def rater_progress(user: AbstractBaseUser, experiment: Experiment | None) -> dict[str, int | None]:
+    """The rater's own votes, and the team's votes on the experiment at hand out of the votes it needs.
+
+    The team's figure sums a counter over the experiment's comparisons. Every rater's page shows it after
+    every vote, so it is cached for a few seconds rather than summed again for each of them.
+    """
+    progress: dict[str, int | None] = {"mine": Rating.objects.filter(rater=user).count(), "team": None}
+    if experiment is not None:
+        key = f"team-progress:{experiment.pk}"
+        team = cache.get(key)
+        if team is None:
+            team = (
+                Comparison.objects.ready()
+                .filter(experiment=experiment)
+                .aggregate(done=Coalesce(Sum("ratings_count"), 0), comparisons=Count("pk"))
+            )
+            cache.set(key, team, TEAM_PROGRESS_SECONDS)
+        progress["team"] = team["done"]
+        progress["team_needed"] = team["comparisons"] * experiment.raters_per_comparison
+    return progress

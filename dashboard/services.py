@@ -5,12 +5,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from dashboard.models import Lease, Rating, RatingSession
+from dashboard.models import Lease, RaterProfile, Rating, RatingSession
 from evaluator import events
 from evaluator.models import CRITERIA, Comparison, Experiment
 
@@ -28,20 +27,100 @@ class Assignment:
     comparison: Comparison
 
 
-def _open_leases(now) -> Subquery:
-    return Subquery(
-        Lease.objects.filter(comparison=OuterRef("pk"), completed_at__isnull=True, expires_at__gt=now)
-        .order_by()
-        .values("comparison")
-        .annotate(n=Count("pk"))
-        .values("n"),
-        output_field=IntegerField(),
-    )
+def _pick_and_lease_sql(vendor: str) -> str:
+    """One statement that picks the comparison a rater should judge next and leases it to them.
+
+    Written as SQL, not built with the ORM: it runs on every vote, and as a single INSERT … SELECT it costs
+    one round trip where the ORM needed five (BEGIN, SELECT … FOR UPDATE, INSERT, COMMIT and building the
+    query). On PostgreSQL the picked row is locked with SKIP LOCKED, so concurrent raters pick different rows
+    instead of queueing behind one; SQLite writes one transaction at a time anyway.
+    """
+    q = connection.ops.quote_name
+    comparison, experiment = q(Comparison._meta.db_table), q(Experiment._meta.db_table)
+    lease = q(Lease._meta.db_table)
+    profile = q(RaterProfile._meta.db_table)
+    limits = q(RaterProfile.experiments.through._meta.db_table)
+    lock = " FOR UPDATE OF c SKIP LOCKED" if vendor == "postgresql" else ""
+    return f"""
+        INSERT INTO {lease}
+            (comparison_id, rater_id, started_at, expires_at, completed_at, skipped, flag_reason)
+        SELECT c.id, %(rater)s, %(now)s, %(expires)s, NULL, FALSE, ''
+        FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
+        WHERE c.ready_at IS NOT NULL AND NOT c.is_identical AND e.status = %(scheduled)s
+          AND NOT EXISTS (
+                SELECT 1 FROM {lease} mine WHERE mine.comparison_id = c.id AND mine.rater_id = %(rater)s
+              )
+          AND c.ratings_count + (
+                SELECT COUNT(*) FROM {lease} open_lease
+                WHERE open_lease.comparison_id = c.id
+                  AND open_lease.completed_at IS NULL AND open_lease.expires_at > %(now)s
+              ) < e.raters_per_comparison
+          AND (
+                NOT EXISTS (
+                    SELECT 1 FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
+                    WHERE p.user_id = %(rater)s
+                )
+                OR c.experiment_id IN (
+                    SELECT l.experiment_id FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
+                    WHERE p.user_id = %(rater)s
+                )
+              )
+        ORDER BY e.priority DESC, c.ratings_count DESC, c.id
+        LIMIT 1{lock}
+        ON CONFLICT DO NOTHING
+        RETURNING id, comparison_id
+    """
 
 
-def _with_outputs(queryset):
-    return queryset.select_related(
-        "comparison__prompt", "comparison__left", "comparison__right", "comparison__experiment"
+class _Overbooked(Exception):
+    pass
+
+
+def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, int] | None:
+    """Lease the next comparison and check, in the same transaction, that it is not over its k raters.
+
+    The pick reads the open leases as they were when the statement began. A lease that another rater's
+    transaction committed after that, on the row this one then locks, is missed (a lock alone does not make
+    PostgreSQL re-read the row). The check is a new statement, so it sees that lease: the pick is undone and
+    made again. Every rater goes for the most-started comparisons first, so this does happen under load.
+    """
+    pick, check = _pick_and_lease_sql(connection.vendor), _over_k_sql()
+    for _ in range(attempts):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(pick, params)
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                cursor.execute(check, {"comparison": row[1], "now": params["now"]})
+                if cursor.fetchone()[0]:
+                    raise _Overbooked
+                return row
+        except _Overbooked:
+            continue
+    return None
+
+
+def _over_k_sql() -> str:
+    q = connection.ops.quote_name
+    comparison, experiment = q(Comparison._meta.db_table), q(Experiment._meta.db_table)
+    lease = q(Lease._meta.db_table)
+    return f"""
+        SELECT c.ratings_count + (
+                 SELECT COUNT(*) FROM {lease} l
+                 WHERE l.comparison_id = c.id AND l.completed_at IS NULL AND l.expires_at > %(now)s
+               ) > e.raters_per_comparison
+        FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
+        WHERE c.id = %(comparison)s
+    """
+
+
+def _comparison_for_page(pk: int) -> Comparison:
+    """A comparison with what the rating page shows; the routing summaries (large JSON) stay unread."""
+    return (
+        Comparison.objects.select_related("prompt", "left", "right", "experiment")
+        .defer("left__routing", "right__routing")
+        .get(pk=pk)
     )
 
 
@@ -54,48 +133,29 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
     to some experiments gets only theirs. Rows another request is leasing right now are skipped.
     """
     now = timezone.now()
-    held = _with_outputs(Lease.objects.filter(rater=rater, completed_at__isnull=True, expires_at__gt=now))
-    held = held.order_by("started_at").first()
-    if held is not None:
-        return Assignment(lease=held, comparison=held.comparison)
-    candidates = (
-        Comparison.objects.ready()
-        .filter(experiment__status=Experiment.Status.SCHEDULED)
-        .exclude(leases__rater=rater)
-        .alias(taken=F("ratings_count") + Coalesce(_open_leases(now), Value(0)))
-        .filter(taken__lt=F("experiment__raters_per_comparison"))
+    lease = (
+        Lease.objects.filter(rater=rater, completed_at__isnull=True, expires_at__gt=now)
+        .order_by("started_at")
+        .first()
     )
-    profile = getattr(rater, "rater_profile", None)
-    if profile is not None and profile.experiments.exists():
-        candidates = candidates.filter(experiment__in=profile.experiments.all())
-    with transaction.atomic():
-        candidate = (
-            candidates.order_by("-experiment__priority", "-ratings_count", "pk")
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
-        )
-        if candidate is None:
-            return None
-        try:
-            with transaction.atomic():
-                lease = Lease.objects.create(
-                    comparison=candidate,
-                    rater=rater,
-                    started_at=now,
-                    expires_at=now + timedelta(seconds=settings.LEASE_SECONDS),
-                )
-        except IntegrityError:
-            return None
-    lease = _with_outputs(Lease.objects.filter(pk=lease.pk)).get()
-    return Assignment(lease=lease, comparison=lease.comparison)
+    if lease is None:
+        adapt = connection.ops.adapt_datetimefield_value
+        expires_at = now + timedelta(seconds=settings.LEASE_SECONDS)
+        params = {
+            "rater": rater.pk,
+            "now": adapt(now),
+            "expires": adapt(expires_at),
+            "scheduled": Experiment.Status.SCHEDULED,
+        }
+        row = _pick_and_lease(params)
+        if row is None:
+            return None  # nothing is waiting for this rater
+        lease = Lease(id=row[0], comparison_id=row[1], rater=rater, started_at=now, expires_at=expires_at)
+    return Assignment(lease=lease, comparison=_comparison_for_page(lease.comparison_id))
 
 
 def _lease_for_update(rater: AbstractBaseUser, token: str) -> tuple[Comparison, Lease | None]:
-    comparison = (
-        Comparison.objects.select_for_update()
-        .select_related("experiment", "left", "right")
-        .filter(token=token)
-    )
+    comparison = Comparison.objects.select_for_update().select_related("experiment").filter(token=token)
     comparison = comparison.first()
     if comparison is None:
         raise RatingError("This comparison does not exist.")
@@ -130,10 +190,11 @@ def submit_rating(
     now = timezone.now()
     with transaction.atomic():
         comparison, lease = _lease_for_update(rater, token)
-        existing = Rating.objects.filter(comparison=comparison, rater=rater).first()
-        if existing is not None:
-            return existing
         if lease is None or lease.completed_at is not None:
+            # A vote sent twice (a double click, a retried request) finds its lease closed by the first.
+            existing = Rating.objects.filter(comparison=comparison, rater=rater).first()
+            if existing is not None:
+                return existing
             raise RatingError("This comparison was not handed to you, or you skipped it: take the next one.")
         experiment = comparison.experiment
         if comparison.ratings_count >= experiment.raters_per_comparison:
@@ -143,6 +204,7 @@ def submit_rating(
         if comparison.is_gold:
             good_side = "right" if comparison.gold_side == "left" else "left"
             gold_correct = verdict == good_side
+        session = active_session(rater=rater)
         rating = Rating.objects.create(
             comparison=comparison,
             rater=rater,
@@ -152,14 +214,16 @@ def submit_rating(
             seconds=seconds,
             too_fast=seconds < experiment.min_seconds_per_vote,
             gold_correct=gold_correct,
-            session=active_session(rater=rater),
+            session=session,
         )
         lease.completed_at = now
         lease.save(update_fields=["completed_at"])
         Comparison.objects.filter(pk=comparison.pk).update(ratings_count=F("ratings_count") + 1)
+        if session is not None and session.paused_at is None and session.ratings.count() >= session.target:
+            session.ended_at = now
+            session.save(update_fields=["ended_at"])
         experiment_id = comparison.experiment_id
         transaction.on_commit(lambda: events.experiment_changed(experiment_id, votes=1))
-    _end_session_at_target(rater)
     return rating
 
 
@@ -236,12 +300,6 @@ def end_session(*, rater: AbstractBaseUser) -> RatingSession | None:
         session.ended_at = timezone.now()
         session.save(update_fields=["ended_at"])
     return session
-
-
-def _end_session_at_target(rater: AbstractBaseUser) -> None:
-    session = active_session(rater=rater)
-    if session is not None and session.ratings.count() >= session.target:
-        end_session(rater=rater)
 
 
 @dataclass(frozen=True)

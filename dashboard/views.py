@@ -36,7 +36,8 @@ def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
         return context
     assignment = services.next_comparison(rater=request.user)
     context["assignment"] = assignment
-    context["progress"] = selectors.rater_progress(request.user)
+    experiment = assignment.comparison.experiment if assignment is not None else None
+    context["progress"] = selectors.rater_progress(request.user, experiment)
     if assignment is not None:
         comparison = assignment.comparison
         context["left_text"], context["right_text"] = comparison.left_text, comparison.right_text
