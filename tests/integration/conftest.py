@@ -2,13 +2,14 @@
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from dashboard.management.commands.serve import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,24 +49,8 @@ def worker_env(transactional_db, tiny_model_path) -> dict[str, str]:
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "gpu",
-            "-c",
-            "1",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
+        # What `serve` starts, without the chatter between workers, under a name of this test run.
+        [*worker_command(), "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.management.commands.serve import worker_command
 from tests.integration.conftest import ROOT, stop_worker
 from tests.waiting import wait_for
 
@@ -49,20 +50,7 @@ def test_the_embedded_default_runs_the_loop_on_sqlite_and_the_file_broker(tmp_pa
     assert "ScheduleReport(generations=2, comparisons=1" in manage("shell", "-c", SETUP)
     assert (tmp_path / "depth-arena.sqlite3").exists()
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "gpu",
-            "-c",
-            "1",
-            "--loglevel",
-            "INFO",
-        ],
+        worker_command(),  # what `serve` starts
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -3,10 +3,9 @@
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
-import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +20,8 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, F
 
+from config import web
+from config.web import default_processes
 from dashboard.models import RaterProfile, Rating
 from dashboard.permissions import RATERS_GROUP
 from evaluator import services as evaluator_services
@@ -30,25 +31,37 @@ from evaluator.tasks import generate_arm
 VOTE_URL = re.compile(r'hx-post="/rate/([A-Za-z0-9_-]+)/vote/"')
 CSRF = re.compile(r'"X-CSRFToken": "([^"]+)"')
 VERDICTS = ["left", "right", "tie", "both_bad"]
+GOAL_ROUND_TRIPS_PER_S = 200
+GOAL_P95_MS = 100
 ERROR = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Rater(threading.Thread):
-    """One rater: start a session, then vote on whatever comes next until the shared budget is spent."""
+    """One rater: start a session, then vote on whatever comes next until the shared budget is spent.
 
-    def __init__(self, port: int, session_key: str, budget: "Budget", verdicts: list[str]) -> None:
+    With an interval the rater sends a vote every `interval` seconds on a fixed schedule (an open loop, as
+    wrk2 and k6 do): a round trip's latency counts from when it was due, so a server that falls behind shows
+    it in the latencies instead of quietly slowing the raters down. Without one, votes go back to back.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        session_key: str,
+        budget: "Budget",
+        verdicts: list[str],
+        start: "Start",
+        interval: float = 0.0,
+        offset: float = 0.0,
+    ) -> None:
         super().__init__(daemon=True)
         self.port, self.budget, self.verdicts = port, budget, verdicts
+        self.start_line, self.interval, self.offset, self.due = start, interval, offset, 0.0
         self.cookies = {settings.SESSION_COOKIE_NAME: session_key}
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self.accepted = 0
+        self.refused: list[str] = []
 
     def request(
         self, conn: HTTPConnection, method: str, path: str, form: dict | None = None, *, htmx: bool = True
@@ -62,6 +75,11 @@ class Rater(threading.Thread):
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             headers["X-CSRFToken"] = self.csrf
         started = time.perf_counter()
+        if self.interval:
+            if self.due > started:
+                time.sleep(self.due - started)
+            started = self.due  # latency counts from when the round trip was due
+            self.due += self.interval
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         text = response.read().decode()
@@ -76,10 +94,15 @@ class Rater(threading.Thread):
     def run(self) -> None:
         conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
+            interval, self.interval = self.interval, 0.0  # setting up is not paced
             page = self.request(conn, "GET", "/rate/", htmx=False)  # the full page carries the CSRF token
             self.csrf = CSRF.search(page).group(1)
-            self.latencies.clear()
             page = self.request(conn, "POST", "/rate/session/start/", {"target": "1000"})
+            self.latencies.clear()  # only the votes count
+            # Every rater has logged in and opened a session (which warms up the servers) before the
+            # first vote is due; then the votes are spread evenly over each interval.
+            self.due = self.start_line.wait() + self.offset
+            self.interval = interval
             i = 0
             while self.budget.take():
                 match = VOTE_URL.search(page)
@@ -89,12 +112,35 @@ class Rater(threading.Thread):
                 page = self.request(
                     conn, "POST", f"/rate/{match.group(1)}/vote/", {"verdict": self.verdicts[i % 4]}
                 )
-                self.accepted += 1
+                refused = ERROR.search(page)
+                if refused:
+                    self.refused.append(refused.group(1))
+                else:
+                    self.accepted += 1
                 i += 1
         except Exception as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
+            self.start_line.abort()  # raters still setting up stop rather than wait for this one
         finally:
             conn.close()
+
+
+class Start:
+    """A start line: every rater waits until all are set up, then all share one start time."""
+
+    def __init__(self, raters: int) -> None:
+        self.time = 0.0
+        self.barrier = threading.Barrier(raters, action=self._go, timeout=120)
+
+    def _go(self) -> None:
+        self.time = time.perf_counter() + 0.2
+
+    def wait(self) -> float:
+        self.barrier.wait()
+        return self.time
+
+    def abort(self) -> None:
+        self.barrier.abort()
 
 
 class Budget:
@@ -123,26 +169,67 @@ class Command(BaseCommand):
         parser.add_argument("--raters", type=int, default=50)
         parser.add_argument("--votes", type=int, default=5000)
         parser.add_argument("--raters-per-comparison", type=int, default=5)
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=GOAL_ROUND_TRIPS_PER_S,
+            help=f"Round trips per second that the raters send together, on a fixed schedule (default "
+            f"{GOAL_ROUND_TRIPS_PER_S}, the goal); 0 sends each rater's votes back to back, which "
+            "measures the most the server sustains (and then latency is mostly queueing).",
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=default_processes(),
+            help="daphne processes sharing the port, as `serve` starts them "
+            f"(default {default_processes()}).",
+        )
 
-    def handle(self, *args, raters: int, votes: int, raters_per_comparison: int, **options) -> None:
+    def handle(
+        self,
+        *args,
+        raters: int,
+        votes: int,
+        raters_per_comparison: int,
+        rate: float,
+        web_processes: int,
+        **options,
+    ) -> None:
+        if raters < 1 or votes < 1 or web_processes < 1 or rate < 0:
+            raise CommandError("--raters, --votes and --web-processes must be at least 1, --rate at least 0.")
         if not (settings.TINY_MOE_PATH / "config.json").exists():
             raise CommandError("The small model is missing: run `python manage.py build_tiny_moe` first.")
         run_id = uuid.uuid4().hex[:8]
         experiment = self.seed(run_id, votes, raters_per_comparison)
         users = self.raters(run_id, raters, experiment)
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        web.collect_static_files()
+        sock = web.listen("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - the servers write to it until they stop
+        servers = web.start_web(
+            sock,
+            web_processes,
             cwd=settings.BASE_DIR,
-            env={**os.environ, "DJANGO_LOG_LEVEL": "WARNING"},
+            # Plain HTTP on loopback: no redirect to HTTPS (a deployment has a TLS proxy in front).
+            env={**os.environ, "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_SECURE_SSL_REDIRECT": "0"},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
         try:
-            self.wait_for_server(port, server)
+            self.wait_for_server(port, servers, log)
             budget = Budget(votes)
+            interval = raters / rate if rate else 0.0
+            start = Start(raters)
             threads = [
-                Rater(port, self.session_for(user), budget, VERDICTS[i % 4 :] + VERDICTS[: i % 4])
+                Rater(
+                    port,
+                    self.session_for(user),
+                    budget,
+                    VERDICTS[i % 4 :] + VERDICTS[: i % 4],
+                    start,
+                    interval=interval,
+                    offset=interval * i / raters,
+                )
                 for i, user in enumerate(users)
             ]
             started = time.perf_counter()
@@ -152,10 +239,13 @@ class Command(BaseCommand):
                 t.join()
             elapsed = time.perf_counter() - started
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            web.stop(servers)
+            sock.close()
+            log.close()
         try:
             report = self.report(experiment, threads, elapsed, raters)
+            report.update(target_round_trips_per_s=rate or None, web_processes=web_processes)
+            report.update(goal_round_trips_per_s=GOAL_ROUND_TRIPS_PER_S, goal_p95_ms=GOAL_P95_MS)
         finally:
             self.clean_up(experiment, users)
         self.stdout.write(json.dumps(report, indent=2))
@@ -174,7 +264,8 @@ class Command(BaseCommand):
         ]
         category = Category.objects.get_or_create(slug="routine", defaults={"name": "Routine"})[0]
         pairs = 6
-        prompts_needed = -(-votes // (k * pairs))
+        # A quarter more, and two: pairs whose outputs come out identical are never shown.
+        prompts_needed = -(-votes * 5 // (4 * k * pairs)) + 2
         prompts = [
             Prompt.objects.create(category=category, text=f"Dear team, note {i} from the benchmark {run_id}:")
             for i in range(prompts_needed)
@@ -217,13 +308,17 @@ class Command(BaseCommand):
         session.create()
         return session.session_key
 
-    def wait_for_server(self, port: int, server: subprocess.Popen) -> None:
+    def wait_for_server(self, port: int, servers: list[subprocess.Popen], log) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise CommandError(f"The server stopped: {server.stderr.read().decode()[-2000:]}")
+            if any(server.poll() is not None for server in servers):
+                log.seek(0)
+                raise CommandError(f"The server stopped: {log.read().decode(errors='replace')[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                conn = HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/accounts/login/")
+                conn.getresponse().read()
+                conn.close()
                 return
             except OSError:
                 time.sleep(0.2)
@@ -266,6 +361,9 @@ class Command(BaseCommand):
             "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else 0,
             "errors": sum(len(t.errors) for t in threads),
             "error_examples": [e for t in threads for e in t.errors][:3],
+            # A refused vote is answered with the reason and the next comparison: the rater's time was lost.
+            "refused_votes": sum(len(t.refused) for t in threads),
+            "refusal_examples": sorted({r for t in threads for r in t.refused})[:3],
             "lost_votes": max(0, accepted - stored),
             "duplicate_votes": duplicates,
             "comparisons_over_k": over_k,

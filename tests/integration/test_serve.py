@@ -1,0 +1,74 @@
+"""`manage.py serve`: several daphne processes answer on one port, and Ctrl-C (SIGTERM) stops them all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from django.conf import settings
+
+from tests.integration.conftest import ROOT
+from tests.integration.conftest import test_database_url as database_url
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def serve(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--no-worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_serve_runs_several_web_processes_on_one_port_and_stops_them(tmp_path):
+    if not settings.REDIS_URL:
+        pytest.skip("several web processes need REDIS_URL (make test sets it)")
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "DJANGO_DEBUG": "1"}
+    port = free_port()
+    proc = serve("--port", str(port), "--web-processes", "2", env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/accounts/login/"
+        wait_for(lambda: status(url) == 200, timeout=60, message="serve did not answer")
+        servers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid), "-f", "daphne"], capture_output=True, text=True
+        )
+        assert len(servers.stdout.split()) == 2
+        assert all(status(url) == 200 for _ in range(20))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert status(url) == 0  # nothing listens any more
+
+
+def test_serve_explains_why_it_cannot_run_several_processes_without_redis():
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    proc = serve("--port", str(free_port()), "--web-processes", "2", env={**env, "DJANGO_DEBUG": "1"})
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Several web processes need REDIS_URL" in output
