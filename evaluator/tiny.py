@@ -207,10 +207,12 @@ def build_tiny_moe(out_dir: Path, *, seed: int = 0, log: Callable[[str], None] =
     """Generate the corpus, train tokenizer and model, save both into ``out_dir``; return a report.
 
     The model is written into a temporary sibling folder and renamed into place only when complete,
-    so a crash never leaves a half-written ``out_dir``; an existing ``out_dir`` is replaced. The
-    same seed on the same machine gives bit-identical weights.
+    so a crash never leaves a half-written ``out_dir``; an existing ``out_dir`` is replaced only when it
+    is empty or an earlier build (anything else raises FileExistsError before any work). The same seed
+    on the same machine gives bit-identical weights.
     """
     out_dir = Path(out_dir)
+    _refuse_foreign(out_dir)
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
@@ -261,6 +263,19 @@ def build_tiny_moe(out_dir: Path, *, seed: int = 0, log: Callable[[str], None] =
     finally:
         torch.set_num_threads(previous_threads)
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _refuse_foreign(out_dir: Path) -> None:
+    """Refuse to replace a folder that is not an earlier build: it may hold someone's checkpoint."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file: choose a folder for the tiny model.")
+    if any(out_dir.iterdir()) and not (out_dir / BUILD_INFO_FILE).is_file():
+        raise FileExistsError(
+            f"{out_dir} holds files that build_tiny_moe did not write (it has no {BUILD_INFO_FILE}): "
+            "refusing to replace it. Choose a new or empty folder."
+        )
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -141,6 +141,21 @@ def test_the_command_keeps_an_existing_model_unless_forced(tmp_path):
     assert weights_digest(path) == before
 
 
+def test_a_folder_of_other_files_is_never_replaced(tmp_path, monkeypatch):
+    def train(*_args, **_kwargs):
+        raise AssertionError("the refusal comes before any work")
+
+    monkeypatch.setattr(tiny, "_train", train)
+    checkpoint = tmp_path / "Qwen3-30B-A3B-Base"
+    checkpoint.mkdir()
+    (checkpoint / "model-00001-of-00016.safetensors").write_bytes(b"weights")
+    with pytest.raises(CommandError, match="refusing to replace it"):
+        call_command("build_tiny_moe", out=str(checkpoint), force=True, stdout=io.StringIO())
+    assert [p.name for p in checkpoint.iterdir()] == ["model-00001-of-00016.safetensors"]
+    with pytest.raises(FileExistsError, match="is a file"):
+        build_tiny_moe(checkpoint / "model-00001-of-00016.safetensors", log=lambda _m: None)
+
+
 def test_the_command_reports_a_failed_build_as_an_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(CommandError, match="failed"):
