@@ -14,7 +14,7 @@ from dashboard.management.commands.serve import worker_command
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_database_url() -> str:
+def database_url() -> str:
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("the worker integration test runs against PostgreSQL (make test sets DATABASE_URL)")
@@ -36,7 +36,7 @@ def worker_env(transactional_db, tiny_model_path) -> dict[str, str]:
         pytest.skip("the worker integration test needs REDIS_URL (make test sets it)")
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         DEPTH_ARENA_TINY_MOE_PATH=str(tiny_model_path),
         DEPTH_ARENA_DEVICE="cpu",

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from dashboard.models import Rating
 from evaluator.models import Experiment
-from tests.integration.conftest import test_database_url as database_url
+from tests.integration.conftest import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

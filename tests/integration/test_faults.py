@@ -33,7 +33,7 @@ from evaluator.models import (
     Variant,
     WorkerStatus,
 )
-from tests.integration.conftest import ROOT, purge_queue, start_worker, stop_worker, test_database_url
+from tests.integration.conftest import ROOT, database_url, purge_queue, start_worker, stop_worker
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -49,7 +49,7 @@ def fault_env(transactional_db) -> dict[str, str]:
         pytest.skip("the fault tests need REDIS_URL (make test sets it)")
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         DEPTH_ARENA_DEVICE="cpu",
         PYTHONUNBUFFERED="1",

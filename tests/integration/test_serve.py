@@ -11,8 +11,7 @@ import urllib.request
 import pytest
 from django.conf import settings
 
-from tests.integration.conftest import ROOT
-from tests.integration.conftest import test_database_url as database_url
+from tests.integration.conftest import ROOT, database_url
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
