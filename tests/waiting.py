@@ -1,6 +1,8 @@
 """Polling for what another process (a worker, a browser, a server) does in its own time."""
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,3 +18,15 @@ def wait_for(condition: Callable[[], T], *, timeout: float, message: str, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} (waited {timeout} s)")
         time.sleep(interval)
+
+
+def http_status(url: str, cookie: str = "") -> int:
+    """The HTTP status a server answers with; 0 when nothing answers."""
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0

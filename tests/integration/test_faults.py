@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +33,7 @@ from evaluator.models import (
     WorkerStatus,
 )
 from tests.integration.conftest import ROOT, database_url, purge_queue, start_worker, stop_worker
-from tests.waiting import wait_for
+from tests.waiting import http_status, wait_for
 
 pytestmark = [pytest.mark.slow]
 POSTGRESQL_CLUSTER = ("15", "main")
@@ -291,23 +290,12 @@ def web_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(
-            lambda: _status(f"{base}/accounts/login/") == 200, timeout=60, message="daphne did not start"
+            lambda: http_status(f"{base}/accounts/login/") == 200, timeout=60, message="daphne did not start"
         )
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-
-
-def _status(url: str, cookie: str = "") -> int:
-    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def test_web_and_worker_reconnect_after_postgresql_restarts(
@@ -328,7 +316,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 timeout=180,
                 message="the worker did not finish before the restart",
             )
-            assert _status(f"{base}/jobs/", cookie) == 200
+            assert http_status(f"{base}/jobs/", cookie) == 200
 
             restart_postgresql()
 
@@ -342,7 +330,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 message="the worker did not reconnect to PostgreSQL after the restart",
             )
             # The web process's first request since the restart is answered: it replaced its dead connections.
-            assert _status(f"{base}/jobs/", cookie) == 200
+            assert http_status(f"{base}/jobs/", cookie) == 200
     finally:
         stop_worker(worker)
         print((tmp_path / "worker.log").read_text()[-3000:])

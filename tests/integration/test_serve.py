@@ -5,14 +5,12 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 from django.conf import settings
 
 from tests.integration.conftest import ROOT, database_url
-from tests.waiting import wait_for
+from tests.waiting import http_status, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,16 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def serve(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -52,17 +40,17 @@ def test_serve_runs_several_web_processes_on_one_port_and_stops_them(tmp_path):
     proc = serve("--port", str(port), "--web-processes", "2", env=env)
     try:
         url = f"http://127.0.0.1:{port}/accounts/login/"
-        wait_for(lambda: status(url) == 200, timeout=60, message="serve did not answer")
+        wait_for(lambda: http_status(url) == 200, timeout=60, message="serve did not answer")
         servers = subprocess.run(
             ["pgrep", "-P", str(proc.pid), "-f", "daphne"], capture_output=True, text=True
         )
         assert len(servers.stdout.split()) == 2
-        assert all(status(url) == 200 for _ in range(20))
+        assert all(http_status(url) == 200 for _ in range(20))
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert status(url) == 0  # nothing listens any more
+    assert http_status(url) == 0  # nothing listens any more
 
 
 def test_serve_explains_why_it_cannot_run_several_processes_without_redis():
