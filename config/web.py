@@ -1,9 +1,11 @@
-"""Start the ASGI web server (daphne) as one or several processes that accept on one listening socket.
+"""Start the ASGI web server (daphne) as one or several processes serving one port.
 
-Django runs a synchronous view on one thread per process, so one daphne process uses one core at most. With
-several processes the kernel spreads connections over them; the socket is bound here, once, and each daphne
-adopts it (`--fd`), so they share one port without SO_REUSEPORT. WebSockets work in every process: the channel
-layer (Redis) carries events between them, and with the in-memory layer `serve` keeps a single process.
+Django runs a synchronous view on one thread per process, so one daphne process uses one core at most. Each
+process gets a listening socket of its own, all bound to the same port with SO_REUSEPORT, and adopts it
+(`daphne --fd`): the kernel then spreads new connections evenly over the processes. (With one socket shared
+by all, whichever process woke first accepted a whole burst, and keep-alive connections stayed with it.)
+WebSockets work in every process: the channel layer (Redis) carries events between them; with the in-memory
+layer `serve` keeps a single process.
 """
 
 import os
@@ -30,13 +32,10 @@ def collect_static_files() -> None:
         call_command("collectstatic", interactive=False, verbosity=0)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A bound, listening IPv4 socket that child processes inherit; port 0 picks a free port."""
-    try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    except OSError as exc:  # pragma: no cover - no IPv4 at all
-        raise OSError(f"Cannot open a socket: {exc}") from exc
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -50,29 +49,51 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def listen(host: str, port: int, count: int = 1) -> list[socket.socket]:
+    """`count` listening IPv4 sockets on one port, one for each web process; port 0 picks a free port."""
+    sockets = [_bind(host, port)]
+    port = sockets[0].getsockname()[1]
+    try:
+        sockets += [_bind(host, port) for _ in range(count - 1)]
+    except OSError:
+        close(sockets)
+        raise
+    return sockets
+
+
+def close(sockets: list[socket.socket]) -> None:
+    """Close this process's copies; started servers keep theirs (a dead server's socket goes with it)."""
+    for sock in sockets:
+        sock.close()
+
+
 def start_web(
-    sock: socket.socket,
-    processes: int,
+    sockets: list[socket.socket],
     *,
     cwd: Path,
     env: Mapping[str, str] | None = None,
     stdout=None,
     stderr=None,
 ) -> list[subprocess.Popen]:
-    """Start `processes` daphne processes serving the Django ASGI app on the already listening socket."""
-    fd = sock.fileno()
-    command = [sys.executable, "-m", "daphne", "--fd", str(fd), ASGI_APP]
-    return [
-        subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            pass_fds=(fd,),
-            stdout=stdout,
-            stderr=stderr,
-        )
-        for _ in range(processes)
-    ]
+    """Start one daphne process per listening socket, serving the Django ASGI app."""
+    processes: list[subprocess.Popen] = []
+    try:
+        for sock in sockets:
+            fd = sock.fileno()
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "daphne", "--fd", str(fd), ASGI_APP],
+                    cwd=cwd,
+                    env=dict(env) if env is not None else None,
+                    pass_fds=(fd,),
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            )
+    except OSError:
+        stop(processes)
+        raise
+    return processes
 
 
 def stop(processes: list[subprocess.Popen], timeout: float = 20) -> None:

@@ -124,6 +124,14 @@ def _comparison_for_page(pk: int) -> Comparison:
     )
 
 
+def _open_lease(rater: AbstractBaseUser, now) -> Lease | None:
+    return (
+        Lease.objects.filter(rater=rater, completed_at__isnull=True, expires_at__gt=now)
+        .order_by("started_at")
+        .first()
+    )
+
+
 def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
     """The comparison this rater should judge now, leased to them, or None when nothing is waiting.
 
@@ -133,11 +141,7 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
     to some experiments gets only theirs. Rows another request is leasing right now are skipped.
     """
     now = timezone.now()
-    lease = (
-        Lease.objects.filter(rater=rater, completed_at__isnull=True, expires_at__gt=now)
-        .order_by("started_at")
-        .first()
-    )
+    lease = _open_lease(rater, now)
     if lease is None:
         adapt = connection.ops.adapt_datetimefield_value
         expires_at = now + timedelta(seconds=settings.LEASE_SECONDS)
@@ -148,9 +152,13 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
             "scheduled": Experiment.Status.SCHEDULED,
         }
         row = _pick_and_lease(params)
-        if row is None:
-            return None  # nothing is waiting for this rater
-        lease = Lease(id=row[0], comparison_id=row[1], rater=rater, started_at=now, expires_at=expires_at)
+        if row is not None:
+            lease = Lease(id=row[0], comparison_id=row[1], rater=rater, started_at=now, expires_at=expires_at)
+        else:
+            # Nothing new for this rater, or another request of theirs leased one a moment ago.
+            lease = _open_lease(rater, now)
+            if lease is None:
+                return None
     return Assignment(lease=lease, comparison=_comparison_for_page(lease.comparison_id))
 
 

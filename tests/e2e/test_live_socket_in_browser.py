@@ -55,15 +55,17 @@ def daphne(tmp_path):
         "DJANGO_DEBUG": "1",
         "DEPTH_ARENA_RESULTS_POLL_SECONDS": "600",
     }
-    sock = web.listen("127.0.0.1", 0)
+    sockets = web.listen("127.0.0.1", 0, 2)
+    base = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     log = (tmp_path / "daphne.log").open("wb")
-    servers = web.start_web(sock, 2, cwd=ROOT, env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        servers = web.start_web(sockets, cwd=ROOT, env=env, stdout=log, stderr=log)
+    finally:
+        web.close(sockets)
     try:
         yield base
     finally:
         web.stop(servers)
-        sock.close()
         log.close()
 
 

@@ -59,3 +59,24 @@ def test_serve_explains_why_it_cannot_run_several_processes_without_redis():
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "Several web processes need REDIS_URL" in output
+
+
+def test_when_a_web_process_dies_serve_stops_the_rest_and_says_so():
+    if not settings.REDIS_URL:
+        pytest.skip("several web processes need REDIS_URL (make test sets it)")
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "DJANGO_DEBUG": "1"}
+    port = free_port()
+    proc = serve("--port", str(port), "--web-processes", "2", env=env)
+    url = f"http://127.0.0.1:{port}/accounts/login/"
+    try:
+        wait_for(lambda: http_status(url) == 200, timeout=60, message="serve did not answer")
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        victim, survivor = (int(pid) for pid in children.stdout.split())
+        os.kill(victim, signal.SIGKILL)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "stopped unexpectedly" in output
+    assert not os.path.exists(f"/proc/{survivor}")  # stopped and reaped

@@ -57,6 +57,7 @@ class Rater(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.budget, self.verdicts = port, budget, verdicts
         self.start_line, self.interval, self.offset, self.due = start, interval, offset, 0.0
+        self.measuring, self.finished = False, 0.0
         self.cookies = {settings.SESSION_COOKIE_NAME: session_key}
         self.latencies: list[float] = []
         self.errors: list[str] = []
@@ -75,7 +76,7 @@ class Rater(threading.Thread):
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             headers["X-CSRFToken"] = self.csrf
         started = time.perf_counter()
-        if self.interval:
+        if self.interval and self.measuring:
             if self.due > started:
                 time.sleep(self.due - started)
             started = self.due  # latency counts from when the round trip was due
@@ -83,7 +84,9 @@ class Rater(threading.Thread):
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         text = response.read().decode()
-        self.latencies.append(time.perf_counter() - started)
+        if self.measuring:
+            self.finished = time.perf_counter()
+            self.latencies.append(self.finished - started)
         for header in response.headers.get_all("Set-Cookie") or []:
             for name, morsel in SimpleCookie(header).items():
                 self.cookies[name] = morsel.value
@@ -94,15 +97,13 @@ class Rater(threading.Thread):
     def run(self) -> None:
         conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            interval, self.interval = self.interval, 0.0  # setting up is not paced
             page = self.request(conn, "GET", "/rate/", htmx=False)  # the full page carries the CSRF token
             self.csrf = CSRF.search(page).group(1)
             page = self.request(conn, "POST", "/rate/session/start/", {"target": "1000"})
-            self.latencies.clear()  # only the votes count
             # Every rater has logged in and opened a session (which warms up the servers) before the
-            # first vote is due; then the votes are spread evenly over each interval.
+            # first vote is due; then the votes are spread evenly over each interval. Only votes count.
             self.due = self.start_line.wait() + self.offset
-            self.interval = interval
+            self.measuring = True
             i = 0
             while self.budget.take():
                 match = VOTE_URL.search(page)
@@ -118,6 +119,8 @@ class Rater(threading.Thread):
                 else:
                     self.accepted += 1
                 i += 1
+        except threading.BrokenBarrierError:
+            pass  # another rater failed to set up; its error is the one reported
         except Exception as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
             self.start_line.abort()  # raters still setting up stop rather than wait for this one
@@ -203,18 +206,20 @@ class Command(BaseCommand):
         experiment = self.seed(run_id, votes, raters_per_comparison)
         users = self.raters(run_id, raters, experiment)
         web.collect_static_files()
-        sock = web.listen("127.0.0.1", 0)
-        port = sock.getsockname()[1]
+        sockets = web.listen("127.0.0.1", 0, web_processes)
+        port = sockets[0].getsockname()[1]
         log = tempfile.TemporaryFile()  # noqa: SIM115 - the servers write to it until they stop
-        servers = web.start_web(
-            sock,
-            web_processes,
-            cwd=settings.BASE_DIR,
-            # Plain HTTP on loopback: no redirect to HTTPS (a deployment has a TLS proxy in front).
-            env={**os.environ, "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_SECURE_SSL_REDIRECT": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        try:
+            servers = web.start_web(
+                sockets,
+                cwd=settings.BASE_DIR,
+                # Plain HTTP on loopback: no redirect to HTTPS (a deployment has a TLS proxy in front).
+                env={**os.environ, "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_SECURE_SSL_REDIRECT": "0"},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        finally:
+            web.close(sockets)
         try:
             self.wait_for_server(port, servers, log)
             budget = Budget(votes)
@@ -232,15 +237,15 @@ class Command(BaseCommand):
                 )
                 for i, user in enumerate(users)
             ]
-            started = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            elapsed = time.perf_counter() - started
+            # From the start line (every rater logged in, session open) to the last answer.
+            ends = [t.finished for t in threads if t.finished]
+            elapsed = max(ends) - start.time if ends and start.time else 0.0
         finally:
             web.stop(servers)
-            sock.close()
             log.close()
         try:
             report = self.report(experiment, threads, elapsed, raters)
@@ -354,7 +359,7 @@ class Command(BaseCommand):
             "votes_sent": accepted,
             "round_trips": len(latencies),
             "seconds": round(elapsed, 2),
-            "round_trips_per_s": round(len(latencies) / elapsed, 1),
+            "round_trips_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0,
             "p50_ms": pct(0.50),
             "p95_ms": pct(0.95),
             "p99_ms": pct(0.99),

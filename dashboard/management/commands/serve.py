@@ -63,17 +63,24 @@ class Command(BaseCommand):
             )
         web.collect_static_files()
         try:
-            sock = web.listen(host, port)
+            sockets = web.listen(host, port, web_processes)
         except OSError as exc:
             raise CommandError(str(exc)) from exc
-        processes = web.start_web(sock, web_processes, cwd=settings.BASE_DIR)
-        if not no_worker:
-            processes.append(subprocess.Popen(worker_command(), cwd=settings.BASE_DIR))
-        sock.close()  # the servers hold their own copies of the listening socket
+        port = sockets[0].getsockname()[1]
+        processes: list[subprocess.Popen] = []
+        try:
+            processes += web.start_web(sockets, cwd=settings.BASE_DIR)
+            if not no_worker:
+                processes.append(subprocess.Popen(worker_command(), cwd=settings.BASE_DIR))
+        except OSError as exc:
+            web.stop(processes)
+            raise CommandError(f"Could not start the servers: {exc}") from exc
+        finally:
+            web.close(sockets)  # the servers hold their own copies
         self.stdout.write(
             self.style.SUCCESS(f"Depth Arena is running: open http://{host}:{port}/  (Ctrl-C stops it)")
         )
-        stopping = False
+        stopping, crashed = False, []
 
         def stop(*_: object) -> None:
             nonlocal stopping
@@ -82,16 +89,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            while not stopping:
-                for proc in processes:
-                    if proc.poll() is not None:
-                        stopping = True
-                        self.stderr.write(
-                            f"{proc.args[2]} stopped with exit code {proc.returncode}; stopping."
-                        )
+            while not stopping and not crashed:
+                crashed = [proc for proc in processes if proc.poll() is not None]
                 time.sleep(0.5)
         finally:
             web.stop(processes)
-        failed = [p for p in processes if p.returncode not in (0, -signal.SIGTERM, None)]
-        if failed and not stopping:
-            raise CommandError("a process stopped unexpectedly")
+        if crashed:
+            names = ", ".join(f"{proc.args[2]} (exit code {proc.returncode})" for proc in crashed)
+            raise CommandError(f"{names} stopped unexpectedly; the other processes were stopped too.")
