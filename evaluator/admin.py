@@ -26,7 +26,7 @@ from evaluator import imports, presets, services
 from evaluator.engine.context import ContextConfig, window
 from evaluator.engine.depth import DepthPolicy
 from evaluator.engine.generate import Sampling
-from evaluator.engine.loading import Architecture, CheckpointError, inspect_checkpoint
+from evaluator.engine.loading import Architecture, CheckpointError
 from evaluator.models import (
     CRITERIA,
     Category,
@@ -40,17 +40,6 @@ from evaluator.models import (
     WorkerStatus,
 )
 from evaluator.selectors import Progress, experiment_progress
-
-ARCHITECTURE_FIELDS = [
-    "architecture",
-    "family",
-    "num_layers",
-    "num_experts",
-    "default_top_k",
-    "native_context",
-    "max_position_embeddings",
-    "validated_at",
-]
 
 
 def describe_architecture(arch: dict) -> str:
@@ -66,23 +55,15 @@ def describe_architecture(arch: dict) -> str:
     )
 
 
-def validate_checkpoint(checkpoint: Checkpoint) -> Architecture:
-    """Read the folder again and store what it says; raises CheckpointError with the reason it is refused."""
-    arch = inspect_checkpoint(checkpoint.path)
-    checkpoint.apply_architecture(arch.to_dict())
-    checkpoint.save(update_fields=ARCHITECTURE_FIELDS)
-    return arch
-
-
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ["name", "path", "family", "experts", "native_context", "validated_at"]
-    readonly_fields = ["summary", *ARCHITECTURE_FIELDS[1:], "architecture"]
+    readonly_fields = ["summary", *Checkpoint.ARCHITECTURE_FIELDS[1:], "architecture"]
     fieldsets = [
         (None, {"fields": ["name", "path", "dtype"]}),
         (
             "Read from the folder when saved or validated",
-            {"fields": ["summary", *ARCHITECTURE_FIELDS[1:], "architecture"]},
+            {"fields": ["summary", *Checkpoint.ARCHITECTURE_FIELDS[1:], "architecture"]},
         ),
     ]
     actions = ["validate", "experiment_from_preset"]
@@ -99,7 +80,7 @@ class CheckpointAdmin(admin.ModelAdmin):
     def validate(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:
         for checkpoint in queryset:
             try:
-                arch = validate_checkpoint(checkpoint)
+                arch = services.validate_checkpoint(checkpoint)
             except CheckpointError as exc:
                 self.message_user(request, f"{checkpoint}: refused. {exc}", messages.ERROR)
                 continue

@@ -58,6 +58,18 @@ class Checkpoint(models.Model):
             raise ValidationError({"path": str(exc)}) from exc
         self.apply_architecture(arch.to_dict())
 
+    # What apply_architecture sets (the folder's config.json as read, and when).
+    ARCHITECTURE_FIELDS = (
+        "architecture",
+        "family",
+        "num_layers",
+        "num_experts",
+        "default_top_k",
+        "native_context",
+        "max_position_embeddings",
+        "validated_at",
+    )
+
     def apply_architecture(self, arch: dict) -> None:
         from django.utils import timezone
 

@@ -11,9 +11,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from evaluator import services
 from evaluator.engine.context import ContextConfig
 from evaluator.engine.depth import DepthPolicy, normalize_label
-from evaluator.engine.loading import CheckpointError, inspect_checkpoint
+from evaluator.engine.loading import CheckpointError
 from evaluator.models import Checkpoint, Experiment, Prompt, Variant
 
 # Prompts that need a long window: by category or by tag.
@@ -169,22 +170,9 @@ def ensure_validated(checkpoint: Checkpoint) -> Checkpoint:
     if checkpoint.num_experts and checkpoint.default_top_k:
         return checkpoint
     try:
-        arch = inspect_checkpoint(checkpoint.path)
+        services.validate_checkpoint(checkpoint)
     except CheckpointError as exc:
         raise PresetError(f"Checkpoint {checkpoint.name!r} cannot be used: {exc}") from exc
-    checkpoint.apply_architecture(arch.to_dict())
-    checkpoint.save(
-        update_fields=[
-            "architecture",
-            "family",
-            "num_layers",
-            "num_experts",
-            "default_top_k",
-            "native_context",
-            "max_position_embeddings",
-            "validated_at",
-        ]
-    )
     return checkpoint
 
 

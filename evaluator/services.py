@@ -18,7 +18,7 @@ from django.utils import timezone
 from evaluator import events
 from evaluator.engine.context import input_limit
 from evaluator.engine.generate import Result, Sampling, prompt_token_counts
-from evaluator.engine.loading import Architecture
+from evaluator.engine.loading import Architecture, inspect_checkpoint
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,14 @@ DEMO_CATEGORIES = [
     ("philosophy", "Philosophy", "Reasoning about an argument: premises, objections, conclusions."),
     ("long_context", "Long context", "A long document, then a question that needs a fact from it."),
 ]
+
+
+def validate_checkpoint(checkpoint: Checkpoint) -> Architecture:
+    """Read the folder again and store what it says; raises CheckpointError with the reason it is refused."""
+    arch = inspect_checkpoint(checkpoint.path)
+    checkpoint.apply_architecture(arch.to_dict())
+    checkpoint.save(update_fields=Checkpoint.ARCHITECTURE_FIELDS)
+    return arch
 
 
 class ScheduleError(Exception):
