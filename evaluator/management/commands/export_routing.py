@@ -5,16 +5,9 @@ from pathlib import Path
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
+from evaluator.management.lookup import by_id_or_name
 from evaluator.models import Experiment
 from evaluator.routing import routing_totals
-
-
-def find_experiment(ref: str) -> Experiment:
-    experiment = Experiment.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-    experiment = experiment or Experiment.objects.filter(name=ref).first()
-    if experiment is None:
-        raise CommandError(f"No experiment with id or name {ref!r}: `python manage.py shell` can list them.")
-    return experiment
 
 
 class Command(BaseCommand):
@@ -31,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args, experiment: str, logdir: Path, **options) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        chosen = find_experiment(experiment)
+        chosen = by_id_or_name(Experiment, experiment, "experiment")
         totals = routing_totals(chosen)
         if not totals:
             raise CommandError(f"Experiment {chosen.name!r} has no finished outputs with routing traces yet.")

@@ -3,16 +3,8 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator import presets, services
+from evaluator.management.lookup import by_id_or_name
 from evaluator.models import Checkpoint, Experiment
-
-
-def _by_id_or_name(model: type, value: str, what: str):
-    match = model.objects.filter(pk=int(value)).first() if value.isdigit() else None
-    match = match or model.objects.filter(name=value).first()
-    if match is None:
-        known = ", ".join(model.objects.order_by("name").values_list("name", flat=True)[:20]) or "none"
-        raise CommandError(f"No {what} with id or name {value!r}. Known: {known}.")
-    return match
 
 
 class Command(BaseCommand):
@@ -51,7 +43,7 @@ class Command(BaseCommand):
                 raise CommandError("Name the experiment to schedule (id or name), or use --preset.")
             if options["create_only"] or options["checkpoint"]:
                 raise CommandError("--checkpoint and --create-only go with --preset.")
-            experiment = _by_id_or_name(Experiment, options["experiment"], "experiment")
+            experiment = by_id_or_name(Experiment, options["experiment"], "experiment")
         try:
             report = services.schedule_experiment(experiment=experiment)
         except services.ScheduleError as exc:
@@ -68,7 +60,7 @@ class Command(BaseCommand):
     def _from_preset(self, options: dict) -> Experiment:
         if not options["checkpoint"]:
             raise CommandError("--preset needs --checkpoint (id or name).")
-        checkpoint = _by_id_or_name(Checkpoint, options["checkpoint"], "checkpoint")
+        checkpoint = by_id_or_name(Checkpoint, options["checkpoint"], "checkpoint")
         try:
             seeds = [int(s) for s in options["seeds"].replace(" ", "").split(",") if s]
         except ValueError:
