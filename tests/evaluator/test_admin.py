@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
 from evaluator.tasks import generate_arm
+from tests.factories import make_checkpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -33,10 +34,7 @@ def moe_folder(path, *, experts=16, top_k=4, native=2048, **extra):
 @pytest.fixture
 def checkpoint(tiny_model_path) -> Checkpoint:
     """The small trained model: 16 experts, 4 active per token, a 1,024-token window."""
-    checkpoint = Checkpoint(name="small", path=str(tiny_model_path))
-    checkpoint.full_clean()
-    checkpoint.save()
-    return checkpoint
+    return make_checkpoint(tiny_model_path, name="small")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evaluator.models import Category, Checkpoint, Experiment, Prompt, Variant
+from tests.factories import make_checkpoint
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def checkpoint(tiny_model_path) -> Checkpoint:
-    checkpoint = Checkpoint(name="small", path=str(tiny_model_path))
-    checkpoint.full_clean()
-    checkpoint.save()
-    return checkpoint
+    return make_checkpoint(tiny_model_path, name="small")
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ from evaluator.models import (
     Variant,
     WorkerStatus,
 )
-from tests.integration.conftest import ROOT, database_url, purge_queue, start_worker, stop_worker
+from tests.factories import make_checkpoint
+from tests.integration.conftest import ROOT, start_worker, stop_worker
 from tests.waiting import http_status, wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -40,29 +41,13 @@ POSTGRESQL_CLUSTER = ("15", "main")
 
 
 @pytest.fixture
-def fault_env(transactional_db) -> dict[str, str]:
+def fault_env(worker_env) -> dict[str, str]:
     """What a worker or web process of this test needs: the test database and the test Redis."""
-    from django.conf import settings
-
-    if not settings.REDIS_URL:
-        pytest.skip("the fault tests need REDIS_URL (make test sets it)")
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        DEPTH_ARENA_DEVICE="cpu",
-        PYTHONUNBUFFERED="1",
-    )
-    purge_queue()
-    return env
+    return worker_env
 
 
 def make_study(path: Path, *, name: str, prompts: int = 2, new_tokens: int = 8) -> Experiment:
-    checkpoint = Checkpoint.objects.filter(path=str(path)).first()
-    if checkpoint is None:
-        checkpoint = Checkpoint(name="tiny", path=str(path))
-        checkpoint.full_clean()
-        checkpoint.save()
+    checkpoint = Checkpoint.objects.filter(path=str(path)).first() or make_checkpoint(path)
     variants = [
         Variant.objects.get_or_create(
             checkpoint=checkpoint, name=f"k={k}", defaults={"depth": {"kind": "fixed", "k": k}}
