@@ -9,7 +9,6 @@ from django.core.cache import cache
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from dashboard.models import Rating
 from evaluator.models import Comparison, Experiment
 
 
@@ -32,23 +31,19 @@ def visible_experiments() -> QuerySet[Experiment]:
 TEAM_PROGRESS_SECONDS = 5
 
 
-def rater_progress(user: AbstractBaseUser, experiment: Experiment | None) -> dict[str, int | None]:
-    """The rater's own votes, and the team's votes on the experiment at hand out of the votes it needs.
+def team_progress(experiment_id: int, raters_per_comparison: int) -> dict[str, int]:
+    """The team's votes on an experiment out of the votes it needs.
 
-    The team's figure sums a counter over the experiment's comparisons. Every rater's page shows it after
-    every vote, so it is cached for a few seconds rather than summed again for each of them.
+    It sums a counter over the experiment's comparisons. Every rater's page shows it after every vote, so
+    it is cached for a few seconds rather than summed again for each of them.
     """
-    progress: dict[str, int | None] = {"mine": Rating.objects.filter(rater=user).count(), "team": None}
-    if experiment is not None:
-        key = f"team-progress:{experiment.pk}"
-        team = cache.get(key)
-        if team is None:
-            team = (
-                Comparison.objects.ready()
-                .filter(experiment=experiment)
-                .aggregate(done=Coalesce(Sum("ratings_count"), 0), comparisons=Count("pk"))
-            )
-            cache.set(key, team, TEAM_PROGRESS_SECONDS)
-        progress["team"] = team["done"]
-        progress["team_needed"] = team["comparisons"] * experiment.raters_per_comparison
-    return progress
+    key = f"team-progress:{experiment_id}"
+    team = cache.get(key)
+    if team is None:
+        team = (
+            Comparison.objects.ready()
+            .filter(experiment_id=experiment_id)
+            .aggregate(done=Coalesce(Sum("ratings_count"), 0), comparisons=Count("pk"))
+        )
+        cache.set(key, team, TEAM_PROGRESS_SECONDS)
+    return {"done": team["done"], "needed": team["comparisons"] * raters_per_comparison}

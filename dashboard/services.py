@@ -6,14 +6,15 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from dashboard.models import Lease, RaterProfile, Rating, RatingSession
 from evaluator import events
-from evaluator.models import CRITERIA, Comparison, Experiment
+from evaluator.models import CRITERIA, Comparison, Experiment, Generation, Prompt
 
 DEFAULT_SESSION_TARGET = 20
+ACTIVE = object()  # "the rater's active session, read here", for callers that have not read it
 CRITERION_VERDICTS = ("left", "right", "tie")
 
 
@@ -22,13 +23,70 @@ class RatingError(Exception):
 
 
 @dataclass(frozen=True)
+class ComparisonPage:
+    """What the rating page shows of a comparison, read in one statement: the prompt, the two outputs as
+    sides A and B (a gold check's degraded copy in its place) and the experiment's guidelines and
+    criteria. Nothing in it names an arm."""
+
+    pk: int
+    token: str
+    experiment_id: int
+    raters_per_comparison: int
+    prompt: str
+    left_text: str
+    right_text: str
+    guidelines: str
+    criteria: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Assignment:
     lease: Lease
-    comparison: Comparison
+    page: ComparisonPage
+
+    @property
+    def comparison(self) -> Comparison:
+        return Comparison.objects.get(pk=self.page.pk)
+
+
+def _page_columns_sql() -> tuple[str, str]:
+    """The columns of a ComparisonPage and the joins they need, for a statement over comparison `c`."""
+    q = connection.ops.quote_name
+    prompt, generation = q(Prompt._meta.db_table), q(Generation._meta.db_table)
+    experiment = q(Experiment._meta.db_table)
+    columns = (
+        "c.id, c.token, c.experiment_id, e.raters_per_comparison, p.text,"
+        " CASE WHEN c.gold_side = 'left' THEN c.gold_text ELSE l.text END,"
+        " CASE WHEN c.gold_side = 'right' THEN c.gold_text ELSE r.text END,"
+        " e.guidelines, e.criteria"
+    )
+    joins = (
+        f"JOIN {experiment} e ON e.id = c.experiment_id JOIN {prompt} p ON p.id = c.prompt_id"
+        f" JOIN {generation} l ON l.id = c.left_id JOIN {generation} r ON r.id = c.right_id"
+    )
+    return columns, joins
+
+
+def _page_from_row(row: tuple) -> ComparisonPage:
+    pk, token, experiment_id, k, prompt, left, right, guidelines, criteria = row
+    criteria = Experiment._meta.get_field("criteria").from_db_value(criteria, None, connection) or []
+    return ComparisonPage(
+        pk=pk,
+        token=token,
+        experiment_id=experiment_id,
+        raters_per_comparison=k,
+        prompt=prompt,
+        left_text=left,
+        right_text=right,
+        guidelines=guidelines,
+        criteria=tuple((name, CRITERIA[name]) for name in criteria if name in CRITERIA),
+    )
 
 
 def _pick_and_lease_sql(vendor: str) -> str:
     """One statement that picks the comparison a rater should judge next and leases it to them.
+
+    A rater who still holds an open lease gets nothing from it: that lease is theirs to finish first.
 
     Written as SQL, not built with the ORM: it runs on every vote, and as a single INSERT … SELECT it costs
     one round trip where the ORM needed five (BEGIN, SELECT … FOR UPDATE, INSERT, COMMIT and building the
@@ -47,6 +105,10 @@ def _pick_and_lease_sql(vendor: str) -> str:
         SELECT c.id, %(rater)s, %(now)s, %(expires)s, NULL, FALSE, ''
         FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
         WHERE c.ready_at IS NOT NULL AND NOT c.is_identical AND e.status = %(scheduled)s
+          AND NOT EXISTS (
+                SELECT 1 FROM {lease} held
+                WHERE held.rater_id = %(rater)s AND held.completed_at IS NULL AND held.expires_at > %(now)s
+              )
           AND NOT EXISTS (
                 SELECT 1 FROM {lease} mine WHERE mine.comparison_id = c.id AND mine.rater_id = %(rater)s
               )
@@ -76,15 +138,16 @@ class _Overbooked(Exception):
     pass
 
 
-def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, int] | None:
+def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPage] | None:
     """Lease the next comparison and check, in the same transaction, that it is not over its k raters.
 
     The pick reads the open leases as they were when the statement began. A lease that another rater's
     transaction committed after that, on the row this one then locks, is missed (a lock alone does not make
     PostgreSQL re-read the row). The check is a new statement, so it sees that lease: the pick is undone and
     made again. Every rater goes for the most-started comparisons first, so this does happen under load.
+    The check also reads what the page shows, so a vote's next comparison costs no further statement.
     """
-    pick, check = _pick_and_lease_sql(connection.vendor), _over_k_sql()
+    pick, check = _pick_and_lease_sql(connection.vendor), _check_sql()
     for _ in range(attempts):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
@@ -93,35 +156,37 @@ def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, int] | None:
                 if row is None:
                     return None
                 cursor.execute(check, {"comparison": row[1], "now": params["now"]})
-                if cursor.fetchone()[0]:
+                over_k, *page = cursor.fetchone()
+                if over_k:
                     raise _Overbooked
-                return row
+                return row[0], _page_from_row(page)
         except _Overbooked:
             continue
     return None
 
 
-def _over_k_sql() -> str:
+def _check_sql() -> str:
     q = connection.ops.quote_name
-    comparison, experiment = q(Comparison._meta.db_table), q(Experiment._meta.db_table)
-    lease = q(Lease._meta.db_table)
+    comparison, lease = q(Comparison._meta.db_table), q(Lease._meta.db_table)
+    columns, joins = _page_columns_sql()
     return f"""
         SELECT c.ratings_count + (
                  SELECT COUNT(*) FROM {lease} l
                  WHERE l.comparison_id = c.id AND l.completed_at IS NULL AND l.expires_at > %(now)s
-               ) > e.raters_per_comparison
-        FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
+               ) > e.raters_per_comparison,
+               {columns}
+        FROM {comparison} c {joins}
         WHERE c.id = %(comparison)s
     """
 
 
-def _comparison_for_page(pk: int) -> Comparison:
-    """A comparison with what the rating page shows; the routing summaries (large JSON) stay unread."""
-    return (
-        Comparison.objects.select_related("prompt", "left", "right", "experiment")
-        .defer("left__routing", "right__routing")
-        .get(pk=pk)
-    )
+def comparison_page(pk: int) -> ComparisonPage:
+    q = connection.ops.quote_name
+    columns, joins = _page_columns_sql()
+    with connection.cursor() as cursor:
+        comparison = q(Comparison._meta.db_table)
+        cursor.execute(f"SELECT {columns} FROM {comparison} c {joins} WHERE c.id = %s", [pk])
+        return _page_from_row(cursor.fetchone())
 
 
 def _open_lease(rater: AbstractBaseUser, now) -> Lease | None:
@@ -141,25 +206,25 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
     to some experiments gets only theirs. Rows another request is leasing right now are skipped.
     """
     now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    expires_at = now + timedelta(seconds=settings.LEASE_SECONDS)
+    params = {
+        "rater": rater.pk,
+        "now": adapt(now),
+        "expires": adapt(expires_at),
+        "scheduled": Experiment.Status.SCHEDULED,
+    }
+    # Right after a vote the rater holds no lease, so the pick comes first; it leases nothing to a rater
+    # who still holds one (a reload, a second tab), and then that lease is read.
+    picked = _pick_and_lease(params)
+    if picked is not None:
+        lease_id, page = picked
+        lease = Lease(id=lease_id, comparison_id=page.pk, rater=rater, started_at=now, expires_at=expires_at)
+        return Assignment(lease=lease, page=page)
     lease = _open_lease(rater, now)
     if lease is None:
-        adapt = connection.ops.adapt_datetimefield_value
-        expires_at = now + timedelta(seconds=settings.LEASE_SECONDS)
-        params = {
-            "rater": rater.pk,
-            "now": adapt(now),
-            "expires": adapt(expires_at),
-            "scheduled": Experiment.Status.SCHEDULED,
-        }
-        row = _pick_and_lease(params)
-        if row is not None:
-            lease = Lease(id=row[0], comparison_id=row[1], rater=rater, started_at=now, expires_at=expires_at)
-        else:
-            # Nothing new for this rater, or another request of theirs leased one a moment ago.
-            lease = _open_lease(rater, now)
-            if lease is None:
-                return None
-    return Assignment(lease=lease, comparison=_comparison_for_page(lease.comparison_id))
+        return None
+    return Assignment(lease=lease, page=comparison_page(lease.comparison_id))
 
 
 def _lease_for_update(rater: AbstractBaseUser, token: str) -> tuple[Comparison, Lease | None]:
@@ -191,48 +256,90 @@ def submit_rating(
     verdict: str,
     comment: str = "",
     criteria: dict[str, str] | None = None,
+    session: "RatingSession | object | None" = ACTIVE,
 ) -> Rating:
-    """Store one vote. Submitting the same vote twice stores it once and returns the first."""
+    """Store one vote. Submitting the same vote twice stores it once and returns the first.
+
+    The vote counts in the rater's active session (`session`, when the caller has read it already); a
+    session that reaches its target ends with it, and the in-memory `session` shows that.
+    """
     if verdict not in Rating.Verdict.values:
         raise RatingError(f"Unknown verdict {verdict!r}: choose one of {', '.join(Rating.Verdict.values)}.")
+    if session is ACTIVE:
+        session = active_session(rater=rater)
     now = timezone.now()
     with transaction.atomic():
-        comparison, lease = _lease_for_update(rater, token)
+        lease = (
+            Lease.objects.select_for_update(of=("self",))
+            .select_related("comparison__experiment")
+            .only(
+                "started_at",
+                "completed_at",
+                "comparison__gold_side",
+                "comparison__experiment_id",
+                "comparison__experiment__raters_per_comparison",
+                "comparison__experiment__criteria",
+                "comparison__experiment__min_seconds_per_vote",
+            )
+            .filter(comparison__token=token, rater=rater)
+            .first()
+        )
         if lease is None or lease.completed_at is not None:
-            # A vote sent twice (a double click, a retried request) finds its lease closed by the first.
-            existing = Rating.objects.filter(comparison=comparison, rater=rater).first()
-            if existing is not None:
-                return existing
-            raise RatingError("This comparison was not handed to you, or you skipped it: take the next one.")
+            return _repeated_vote(rater, token)
+        comparison = lease.comparison
         experiment = comparison.experiment
-        if comparison.ratings_count >= experiment.raters_per_comparison:
+        cleaned = _clean_criteria(experiment, criteria or {})
+        # A conditional increment: concurrent votes on one comparison queue on its row, and the one
+        # that would go over k changes nothing.
+        counted = Comparison.objects.filter(
+            pk=comparison.pk, ratings_count__lt=experiment.raters_per_comparison
+        ).update(ratings_count=F("ratings_count") + 1)
+        if not counted:
             raise RatingError("This comparison has all the votes it needs: take the next one.")
         seconds = (now - lease.started_at).total_seconds()
         gold_correct = None
         if comparison.is_gold:
             good_side = "right" if comparison.gold_side == "left" else "left"
             gold_correct = verdict == good_side
-        session = active_session(rater=rater)
         rating = Rating.objects.create(
             comparison=comparison,
             rater=rater,
             verdict=verdict,
             comment=comment.strip()[:5000],
-            criteria=_clean_criteria(experiment, criteria or {}),
+            criteria=cleaned,
             seconds=seconds,
             too_fast=seconds < experiment.min_seconds_per_vote,
             gold_correct=gold_correct,
             session=session,
         )
-        lease.completed_at = now
-        lease.save(update_fields=["completed_at"])
-        Comparison.objects.filter(pk=comparison.pk).update(ratings_count=F("ratings_count") + 1)
-        if session is not None and session.paused_at is None and session.ratings.count() >= session.target:
-            session.ended_at = now
-            session.save(update_fields=["ended_at"])
+        Lease.objects.filter(pk=lease.pk).update(completed_at=now)
+        if session is not None and session.paused_at is None:
+            done = (
+                Rating.objects.filter(session=OuterRef("pk"))
+                .order_by()
+                .values("session")
+                .annotate(n=Count("pk"))
+                .values("n")
+            )
+            ended = RatingSession.objects.filter(
+                pk=session.pk, ended_at__isnull=True, target__lte=Subquery(done)
+            ).update(ended_at=now)
+            if ended:
+                session.ended_at = now
         experiment_id = comparison.experiment_id
         transaction.on_commit(lambda: events.experiment_changed(experiment_id, votes=1))
     return rating
+
+
+def _repeated_vote(rater: AbstractBaseUser, token: str) -> Rating:
+    """A vote on a comparison whose lease is closed or missing: a vote sent twice (a double click, a
+    retried request) finds its lease closed by the first and gets the first's rating back."""
+    existing = Rating.objects.filter(comparison__token=token, rater=rater).first()
+    if existing is not None:
+        return existing
+    if not Comparison.objects.filter(token=token).exists():
+        raise RatingError("This comparison does not exist.")
+    raise RatingError("This comparison was not handed to you, or you skipped it: take the next one.")
 
 
 def skip_comparison(*, rater: AbstractBaseUser, token: str) -> None:
@@ -317,6 +424,7 @@ class SessionSummary:
     seconds: float
     gold_seen: int
     gold_correct: int
+    all_votes: int  # the rater's votes in every session
 
     @property
     def gold_accuracy(self) -> float | None:
@@ -324,11 +432,14 @@ class SessionSummary:
 
 
 def session_summary(session: RatingSession) -> SessionSummary:
+    """The session's progress and the rater's votes in all, counted in one statement."""
     end = session.ended_at or session.paused_at or timezone.now()
-    counts = session.ratings.aggregate(
-        done=Count("pk"),
-        gold_seen=Count("pk", filter=Q(gold_correct__isnull=False)),
-        gold_correct=Count("pk", filter=Q(gold_correct=True)),
+    in_session = Q(session=session)
+    counts = Rating.objects.filter(rater_id=session.rater_id).aggregate(
+        all_votes=Count("pk"),
+        done=Count("pk", filter=in_session),
+        gold_seen=Count("pk", filter=in_session & Q(gold_correct__isnull=False)),
+        gold_correct=Count("pk", filter=in_session & Q(gold_correct=True)),
     )
     return SessionSummary(
         done=counts["done"],
@@ -336,4 +447,5 @@ def session_summary(session: RatingSession) -> SessionSummary:
         seconds=max(0.0, (end - session.started_at).total_seconds() - session.paused_seconds),
         gold_seen=counts["gold_seen"],
         gold_correct=counts["gold_correct"],
+        all_votes=counts["all_votes"],
     )

@@ -23,11 +23,14 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("rate")
 
 
-def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
-    session = services.active_session(rater=request.user)
+def _rating_context(request: HttpRequest, *, error: str = "", session=services.ACTIVE) -> dict:
+    """What the rating panel shows. `session` is the rater's active session when the caller has it."""
+    if session is services.ACTIVE:
+        session = services.active_session(rater=request.user)
     context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
-    if session is None:
-        last = RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
+    if session is None or session.ended_at is not None:
+        last = session or RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
+        context["session"] = None
         context["summary"] = services.session_summary(last) if last else None
         context["default_target"] = services.DEFAULT_SESSION_TARGET
         return context
@@ -36,21 +39,17 @@ def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
         return context
     assignment = services.next_comparison(rater=request.user)
     context["assignment"] = assignment
-    experiment = assignment.comparison.experiment if assignment is not None else None
-    context["progress"] = selectors.rater_progress(request.user, experiment)
     if assignment is not None:
-        comparison = assignment.comparison
-        context["left_text"], context["right_text"] = comparison.left_text, comparison.right_text
-        context["diff"] = textdiff.highlight(comparison.left_text, comparison.right_text)
-        context["criteria"] = [
-            (name, CRITERIA[name]) for name in comparison.experiment.criteria if name in CRITERIA
-        ]
+        page = assignment.page
+        context["page"] = page
+        context["team"] = selectors.team_progress(page.experiment_id, page.raters_per_comparison)
+        context["diff"] = textdiff.highlight(page.left_text, page.right_text)
     return context
 
 
-def _render_rating(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+def _render_rating(request: HttpRequest, *, error: str = "", status: int = 200, **kwargs) -> HttpResponse:
     template = "dashboard/rate.html#panel" if request.htmx else "dashboard/rate.html"
-    return render(request, template, _rating_context(request, error=error), status=status)
+    return render(request, template, _rating_context(request, error=error, **kwargs), status=status)
 
 
 def _after_action(request: HttpRequest, action, **kwargs) -> HttpResponse:
@@ -72,15 +71,22 @@ def rate(request: HttpRequest) -> HttpResponse:
 @require_POST
 @rater_required
 def vote(request: HttpRequest, token: str) -> HttpResponse:
-    criteria = {name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA}
-    return _after_action(
-        request,
-        services.submit_rating,
-        token=token,
-        verdict=request.POST.get("verdict", ""),
-        comment=request.POST.get("comment", ""),
-        criteria=criteria,
-    )
+    # The rater's session is read once: the vote counts in it, and the next page shows its progress.
+    session = services.active_session(rater=request.user)
+    try:
+        services.submit_rating(
+            rater=request.user,
+            token=token,
+            verdict=request.POST.get("verdict", ""),
+            comment=request.POST.get("comment", ""),
+            criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
+            session=session,
+        )
+    except services.RatingError as exc:
+        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400, session=session)
+    if not request.htmx:
+        return redirect("rate")
+    return _render_rating(request, session=session)
 
 
 @require_POST
