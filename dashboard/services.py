@@ -92,23 +92,36 @@ def _pick_and_lease_sql(vendor: str) -> str:
     one round trip where the ORM needed five (BEGIN, SELECT … FOR UPDATE, INSERT, COMMIT and building the
     query). On PostgreSQL the picked row is locked with SKIP LOCKED, so concurrent raters pick different rows
     instead of queueing behind one; SQLite writes one transaction at a time anyway.
+
+    On PostgreSQL the experiments are walked in priority order and each one's comparisons along the index
+    on (experiment, ratings_count DESC, id), so the pick stops at the first comparison that fits instead of
+    weighing and sorting every comparison of every experiment (3 ms at 700 comparisons, growing with them).
+    SQLite has no LATERAL; it weighs them all, which suits the embedded default's size.
     """
     q = connection.ops.quote_name
     comparison, experiment = q(Comparison._meta.db_table), q(Experiment._meta.db_table)
     lease = q(Lease._meta.db_table)
     profile = q(RaterProfile._meta.db_table)
     limits = q(RaterProfile.experiments.through._meta.db_table)
-    lock = " FOR UPDATE OF c SKIP LOCKED" if vendor == "postgresql" else ""
-    return f"""
-        INSERT INTO {lease}
-            (comparison_id, rater_id, started_at, expires_at, completed_at, skipped, flag_reason)
-        SELECT c.id, %(rater)s, %(now)s, %(expires)s, NULL, FALSE, ''
-        FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
-        WHERE c.ready_at IS NOT NULL AND NOT c.is_identical AND e.status = %(scheduled)s
-          AND NOT EXISTS (
+    experiment_fits = f"""
+        e.status = %(scheduled)s
+          AND (
+                NOT EXISTS (
+                    SELECT 1 FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
+                    WHERE p.user_id = %(rater)s
+                )
+                OR e.id IN (
+                    SELECT l.experiment_id FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
+                    WHERE p.user_id = %(rater)s
+                )
+              )"""
+    holds_none = f"""
+        NOT EXISTS (
                 SELECT 1 FROM {lease} held
                 WHERE held.rater_id = %(rater)s AND held.completed_at IS NULL AND held.expires_at > %(now)s
-              )
+              )"""
+    comparison_fits = f"""
+        c.ready_at IS NOT NULL AND NOT c.is_identical AND c.ratings_count < e.raters_per_comparison
           AND NOT EXISTS (
                 SELECT 1 FROM {lease} mine WHERE mine.comparison_id = c.id AND mine.rater_id = %(rater)s
               )
@@ -116,19 +129,37 @@ def _pick_and_lease_sql(vendor: str) -> str:
                 SELECT COUNT(*) FROM {lease} open_lease
                 WHERE open_lease.comparison_id = c.id
                   AND open_lease.completed_at IS NULL AND open_lease.expires_at > %(now)s
-              ) < e.raters_per_comparison
-          AND (
-                NOT EXISTS (
-                    SELECT 1 FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
-                    WHERE p.user_id = %(rater)s
-                )
-                OR c.experiment_id IN (
-                    SELECT l.experiment_id FROM {limits} l JOIN {profile} p ON p.id = l.raterprofile_id
-                    WHERE p.user_id = %(rater)s
-                )
-              )
+              ) < e.raters_per_comparison"""
+    insert = f"""
+        INSERT INTO {lease}
+            (comparison_id, rater_id, started_at, expires_at, completed_at, skipped, flag_reason)"""
+    values = "%(rater)s, %(now)s, %(expires)s, NULL, FALSE, ''"
+    if vendor == "postgresql":
+        return f"""{insert}
+        SELECT pick.id, {values}
+        FROM (
+            SELECT e.id, e.priority, e.raters_per_comparison FROM {experiment} e
+            WHERE {experiment_fits} AND {holds_none}
+            ORDER BY e.priority DESC, e.id
+            OFFSET 0
+        ) e
+        CROSS JOIN LATERAL (
+            SELECT c.id FROM {comparison} c
+            WHERE c.experiment_id = e.id AND {comparison_fits}
+            ORDER BY c.ratings_count DESC, c.id
+            LIMIT 1 FOR UPDATE SKIP LOCKED
+        ) pick
+        ORDER BY e.priority DESC, e.id
+        LIMIT 1
+        ON CONFLICT DO NOTHING
+        RETURNING id, comparison_id
+    """
+    return f"""{insert}
+        SELECT c.id, {values}
+        FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
+        WHERE {experiment_fits} AND {holds_none} AND {comparison_fits}
         ORDER BY e.priority DESC, c.ratings_count DESC, c.id
-        LIMIT 1{lock}
+        LIMIT 1
         ON CONFLICT DO NOTHING
         RETURNING id, comparison_id
     """

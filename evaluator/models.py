@@ -279,13 +279,22 @@ class Comparison(models.Model):
 
     class Meta:
         ordering = ["experiment", "id"]
+        indexes = [
+            # Handing out the next comparison walks an experiment's rateable comparisons, most-started
+            # first (dashboard.services._pick_and_lease_sql), and stops at the first that fits.
+            models.Index(
+                fields=["experiment", "-ratings_count", "id"],
+                condition=Q(ready_at__isnull=False, is_identical=False),
+                name="comparison_to_rate",
+            ),
+            models.Index(fields=["experiment", "ready_at"]),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "left", "right"], name="comparison_unique_pair"),
             models.CheckConstraint(
                 condition=~Q(left=models.F("right")) | ~Q(gold_side=""), name="comparison_two_outputs"
             ),
         ]
-        indexes = [models.Index(fields=["experiment", "ready_at"])]
 
     def __str__(self) -> str:
         return f"comparison {self.pk} of {self.experiment}"
