@@ -1,0 +1,57 @@
+"""Handing out comparisons to many raters at once, on PostgreSQL: each comparison gets exactly k votes."""
+
+import threading
+
+import pytest
+from django.db import connection, connections
+from django.db.models import Count
+
+from dashboard import services
+from dashboard.models import Lease, Rating
+from evaluator.models import Comparison, Generation
+from tests.factories import make_checkpoint, ready_comparisons, scheduled_experiment, store_crafted_outputs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rate_until_done(rater, errors: list[str]) -> None:
+    try:
+        while (assignment := services.next_comparison(rater=rater)) is not None:
+            services.submit_rating(rater=rater, token=assignment.page.token, verdict="left", session=None)
+    except Exception as exc:  # reported by the test, with the rater's name
+        errors.append(f"{rater.username}: {type(exc).__name__}: {exc}")
+    finally:
+        connections.close_all()
+
+
+def test_concurrent_raters_give_every_comparison_exactly_k_votes(
+    tiny_model_path, django_user_model, raters_group
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks with SKIP LOCKED are PostgreSQL's; SQLite writes one transaction at a time")
+    prompts = [("routine", f"Note {i}:") for i in range(20)]
+    experiment = scheduled_experiment(
+        make_checkpoint(tiny_model_path), depths=(1, 2, 4), prompts=prompts, raters=3, name="load"
+    )
+    generations = Generation.objects.filter(experiment=experiment)
+    store_crafted_outputs(experiment, {g.pk: f"output {g.pk}" for g in generations})
+    comparisons = ready_comparisons(experiment)
+    assert len(comparisons) == 60
+
+    raters = []
+    for i in range(16):
+        rater = django_user_model.objects.create_user(f"load-{i}")
+        rater.groups.add(raters_group)
+        raters.append(rater)
+    errors: list[str] = []
+    threads = [threading.Thread(target=rate_until_done, args=(rater, errors)) for rater in raters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+
+    counts = Comparison.objects.filter(experiment=experiment).annotate(n=Count("ratings"))
+    assert sorted({(c.n, c.ratings_count) for c in counts}) == [(3, 3)]
+    assert not Rating.objects.values("comparison", "rater").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert not Lease.objects.filter(completed_at__isnull=True).exists()
