@@ -358,7 +358,7 @@ def submit_rating(
             if ended:
                 session.ended_at = now
         experiment_id = comparison.experiment_id
-        transaction.on_commit(lambda: events.experiment_changed(experiment_id, votes=1))
+        transaction.on_commit(lambda: events.votes_cast(experiment_id))
     return rating
 
 

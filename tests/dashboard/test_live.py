@@ -58,6 +58,26 @@ def test_a_stored_vote_reaches_an_open_results_socket(viewer, rater, experiment)
     assert async_to_sync(scenario)() == {"changed": experiment.pk}
 
 
+def test_a_burst_of_votes_is_announced_at_once_and_once_more_when_it_ends(
+    viewer, rater, second_rater, experiment
+):
+    cookie = cookie_of(viewer)
+
+    async def scenario() -> tuple[list[dict], bool]:
+        communicator = socket(experiment.pk, cookie)
+        assert (await communicator.connect(timeout=10))[0]
+        await database_sync_to_async(vote)(rater)
+        await database_sync_to_async(vote)(second_rater)
+        received = [await communicator.receive_json_from(timeout=10) for _ in range(2)]
+        quiet = await communicator.receive_nothing(timeout=2 * events.VOTES_COALESCE_SECONDS)
+        await communicator.disconnect()
+        return received, quiet
+
+    received, quiet = async_to_sync(scenario)()
+    assert received == [{"changed": experiment.pk}] * 2
+    assert quiet
+
+
 def test_every_open_page_of_the_experiment_hears_of_a_change_and_no_other(admin_user, viewer, experiment):
     cookies = [cookie_of(admin_user), cookie_of(viewer)]
 

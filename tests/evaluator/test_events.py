@@ -1,0 +1,55 @@
+"""Coalescing live-update events: the first at once, a burst folded into one, the last never lost."""
+
+import threading
+import time
+
+from evaluator.events import Coalescer
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[object, float]] = []
+        self.done = threading.Event()
+
+    def __call__(self, key: object) -> None:
+        self.sent.append((key, time.monotonic()))
+        self.done.set()
+
+
+def test_the_first_event_goes_out_at_once():
+    sink = Sink()
+    Coalescer(sink, interval=10)("a")
+    assert [key for key, _ in sink.sent] == ["a"]
+
+
+def test_a_burst_is_folded_into_one_trailing_event_at_the_end_of_the_interval():
+    sink = Sink()
+    coalesce = Coalescer(sink, interval=0.2)
+    started = time.monotonic()
+    coalesce("a")
+    sink.done.clear()
+    for _ in range(50):
+        coalesce("a")
+    assert len(sink.sent) == 1
+    assert sink.done.wait(timeout=5)
+    time.sleep(0.3)  # nothing more comes
+    assert [key for key, _ in sink.sent] == ["a", "a"]
+    assert sink.sent[1][1] - started >= 0.19
+
+
+def test_keys_are_coalesced_apart():
+    sink = Sink()
+    coalesce = Coalescer(sink, interval=10)
+    coalesce("a")
+    coalesce("b")
+    coalesce("a")
+    assert [key for key, _ in sink.sent] == ["a", "b"]
+
+
+def test_after_a_quiet_interval_the_next_event_goes_out_at_once_again():
+    sink = Sink()
+    coalesce = Coalescer(sink, interval=0.05)
+    coalesce("a")
+    time.sleep(0.1)
+    coalesce("a")
+    assert len(sink.sent) == 2
