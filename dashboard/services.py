@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from dashboard.models import Lease, RaterProfile, Rating, RatingSession
@@ -165,10 +165,6 @@ def _pick_and_lease_sql(vendor: str) -> str:
     """
 
 
-class _Overbooked(Exception):
-    pass
-
-
 def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPage] | None:
     """Lease the next comparison and check, in the same transaction, that it is not over its k raters.
 
@@ -177,22 +173,23 @@ def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPag
     PostgreSQL re-read the row). The check is a new statement, so it sees that lease: the pick is undone and
     made again. Every rater goes for the most-started comparisons first, so this does happen under load.
     The check also reads what the page shows, so a vote's next comparison costs no further statement.
+
+    It joins the caller's transaction when there is one (a vote's), so the undo deletes the lease row it
+    just wrote rather than rolling back to a savepoint, which would cost two statements on every pick.
     """
     pick, check = _pick_and_lease_sql(connection.vendor), _check_sql()
-    for _ in range(attempts):
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(pick, params)
-                row = cursor.fetchone()
-                if row is None:
-                    return None
-                cursor.execute(check, {"comparison": row[1], "now": params["now"]})
-                over_k, *page = cursor.fetchone()
-                if over_k:
-                    raise _Overbooked
+    undo = f"DELETE FROM {connection.ops.quote_name(Lease._meta.db_table)} WHERE id = %s"
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        for _ in range(attempts):
+            cursor.execute(pick, params)
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            cursor.execute(check, {"comparison": row[1], "now": params["now"]})
+            over_k, *page = cursor.fetchone()
+            if not over_k:
                 return row[0], _page_from_row(page)
-        except _Overbooked:
-            continue
+            cursor.execute(undo, [row[0]])
     return None
 
 
@@ -280,6 +277,11 @@ def _clean_criteria(experiment: Experiment, criteria: dict[str, str]) -> dict[st
     return cleaned
 
 
+def _check_verdict(verdict: str) -> None:
+    if verdict not in Rating.Verdict.values:
+        raise RatingError(f"Unknown verdict {verdict!r}: choose one of {', '.join(Rating.Verdict.values)}.")
+
+
 def submit_rating(
     *,
     rater: AbstractBaseUser,
@@ -294,72 +296,115 @@ def submit_rating(
     The vote counts in the rater's active session (`session`, when the caller has read it already); a
     session that reaches its target ends with it, and the in-memory `session` shows that.
     """
-    if verdict not in Rating.Verdict.values:
-        raise RatingError(f"Unknown verdict {verdict!r}: choose one of {', '.join(Rating.Verdict.values)}.")
+    _check_verdict(verdict)
     if session is ACTIVE:
         session = active_session(rater=rater)
-    now = timezone.now()
     with transaction.atomic():
-        lease = (
-            Lease.objects.select_for_update(of=("self",))
-            .select_related("comparison__experiment")
-            .only(
-                "started_at",
-                "completed_at",
-                "comparison__gold_side",
-                "comparison__experiment_id",
-                "comparison__experiment__raters_per_comparison",
-                "comparison__experiment__criteria",
-                "comparison__experiment__min_seconds_per_vote",
-            )
-            .filter(comparison__token=token, rater=rater)
-            .first()
-        )
-        if lease is None or lease.completed_at is not None:
-            return _repeated_vote(rater, token)
-        comparison = lease.comparison
-        experiment = comparison.experiment
-        cleaned = _clean_criteria(experiment, criteria or {})
-        # A conditional increment: concurrent votes on one comparison queue on its row, and the one
-        # that would go over k changes nothing.
-        counted = Comparison.objects.filter(
-            pk=comparison.pk, ratings_count__lt=experiment.raters_per_comparison
-        ).update(ratings_count=F("ratings_count") + 1)
-        if not counted:
-            raise RatingError("This comparison has all the votes it needs: take the next one.")
-        seconds = (now - lease.started_at).total_seconds()
-        gold_correct = None
-        if comparison.is_gold:
-            good_side = "right" if comparison.gold_side == "left" else "left"
-            gold_correct = verdict == good_side
-        rating = Rating.objects.create(
-            comparison=comparison,
-            rater=rater,
-            verdict=verdict,
-            comment=comment.strip()[:5000],
-            criteria=cleaned,
-            seconds=seconds,
-            too_fast=seconds < experiment.min_seconds_per_vote,
-            gold_correct=gold_correct,
-            session=session,
-        )
-        Lease.objects.filter(pk=lease.pk).update(completed_at=now)
-        if session is not None and session.paused_at is None:
-            done = (
-                Rating.objects.filter(session=OuterRef("pk"))
-                .order_by()
-                .values("session")
-                .annotate(n=Count("pk"))
-                .values("n")
-            )
-            ended = RatingSession.objects.filter(
-                pk=session.pk, ended_at__isnull=True, target__lte=Subquery(done)
-            ).update(ended_at=now)
-            if ended:
-                session.ended_at = now
-        experiment_id = comparison.experiment_id
-        transaction.on_commit(lambda: events.votes_cast(experiment_id))
+        rating = _store_vote(rater, token, verdict, comment, criteria, session)
+        if session is not None:
+            _progress_after_vote(session)
     return rating
+
+
+@dataclass(frozen=True)
+class AfterVote:
+    rating: Rating
+    progress: "SessionSummary | None"  # the session's, counting this vote
+    assignment: Assignment | None  # the next comparison, when the session goes on
+
+
+def vote_and_next(
+    *,
+    rater: AbstractBaseUser,
+    session: RatingSession | None,
+    token: str,
+    verdict: str,
+    comment: str = "",
+    criteria: dict[str, str] | None = None,
+) -> AfterVote:
+    """Store a vote and hand the rater their next comparison in one transaction: one commit, not two.
+
+    `session` is the rater's active session as the caller read it. As with submit_rating, a vote sent
+    twice is stored once; the second sees the comparison the first handed out.
+    """
+    _check_verdict(verdict)
+    with transaction.atomic():
+        rating = _store_vote(rater, token, verdict, comment, criteria, session)
+        if session is None:
+            return AfterVote(rating=rating, progress=None, assignment=None)
+        progress = _progress_after_vote(session)
+        going_on = session.ended_at is None and session.paused_at is None
+        assignment = next_comparison(rater=rater) if going_on else None
+    return AfterVote(rating=rating, progress=progress, assignment=assignment)
+
+
+def _store_vote(
+    rater: AbstractBaseUser,
+    token: str,
+    verdict: str,
+    comment: str,
+    criteria: dict[str, str] | None,
+    session: RatingSession | None,
+) -> Rating:
+    """The vote's writes, in the caller's transaction; a repeated vote returns the stored one."""
+    now = timezone.now()
+    lease = (
+        Lease.objects.select_for_update(of=("self",))
+        .select_related("comparison__experiment")
+        .only(
+            "started_at",
+            "completed_at",
+            "comparison__gold_side",
+            "comparison__experiment_id",
+            "comparison__experiment__raters_per_comparison",
+            "comparison__experiment__criteria",
+            "comparison__experiment__min_seconds_per_vote",
+        )
+        .filter(comparison__token=token, rater=rater)
+        .first()
+    )
+    if lease is None or lease.completed_at is not None:
+        return _repeated_vote(rater, token)
+    comparison = lease.comparison
+    experiment = comparison.experiment
+    cleaned = _clean_criteria(experiment, criteria or {})
+    # A conditional increment: concurrent votes on one comparison queue on its row, and the one
+    # that would go over k changes nothing.
+    counted = Comparison.objects.filter(
+        pk=comparison.pk, ratings_count__lt=experiment.raters_per_comparison
+    ).update(ratings_count=F("ratings_count") + 1)
+    if not counted:
+        raise RatingError("This comparison has all the votes it needs: take the next one.")
+    seconds = (now - lease.started_at).total_seconds()
+    gold_correct = None
+    if comparison.is_gold:
+        good_side = "right" if comparison.gold_side == "left" else "left"
+        gold_correct = verdict == good_side
+    rating = Rating.objects.create(
+        comparison=comparison,
+        rater=rater,
+        verdict=verdict,
+        comment=comment.strip()[:5000],
+        criteria=cleaned,
+        seconds=seconds,
+        too_fast=seconds < experiment.min_seconds_per_vote,
+        gold_correct=gold_correct,
+        session=session,
+    )
+    Lease.objects.filter(pk=lease.pk).update(completed_at=now)
+    experiment_id = comparison.experiment_id
+    transaction.on_commit(lambda: events.votes_cast(experiment_id))
+    return rating
+
+
+def _progress_after_vote(session: RatingSession) -> "SessionSummary":
+    """The session's progress counting the vote just stored; at its target the session ends."""
+    progress = session_summary(session)
+    if session.paused_at is None and session.ended_at is None and progress.done >= session.target:
+        now = timezone.now()
+        RatingSession.objects.filter(pk=session.pk).update(ended_at=now)
+        session.ended_at = now
+    return progress
 
 
 def _repeated_vote(rater: AbstractBaseUser, token: str) -> Rating:

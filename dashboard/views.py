@@ -23,21 +23,32 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("rate")
 
 
-def _rating_context(request: HttpRequest, *, error: str = "", session=services.ACTIVE) -> dict:
-    """What the rating panel shows. `session` is the rater's active session when the caller has it."""
+def _rating_context(
+    request: HttpRequest,
+    *,
+    error: str = "",
+    session=services.ACTIVE,
+    after_vote: services.AfterVote | None = None,
+) -> dict:
+    """What the rating panel shows. `session` is the rater's active session when the caller has it;
+    `after_vote` carries the progress and the next comparison that a vote's transaction produced."""
     if session is services.ACTIVE:
         session = services.active_session(rater=request.user)
+    progress = after_vote.progress if after_vote is not None else None
     context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
     if session is None or session.ended_at is not None:
         last = session or RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
         context["session"] = None
-        context["summary"] = services.session_summary(last) if last else None
+        context["summary"] = progress or (services.session_summary(last) if last else None)
         context["default_target"] = services.DEFAULT_SESSION_TARGET
         return context
-    context["session_progress"] = services.session_summary(session)
+    context["session_progress"] = progress or services.session_summary(session)
     if session.paused_at is not None:
         return context
-    assignment = services.next_comparison(rater=request.user)
+    if after_vote is not None:
+        assignment = after_vote.assignment
+    else:
+        assignment = services.next_comparison(rater=request.user)
     context["assignment"] = assignment
     if assignment is not None:
         page = assignment.page
@@ -74,19 +85,19 @@ def vote(request: HttpRequest, token: str) -> HttpResponse:
     # The rater's session is read once: the vote counts in it, and the next page shows its progress.
     session = services.active_session(rater=request.user)
     try:
-        services.submit_rating(
+        after_vote = services.vote_and_next(
             rater=request.user,
+            session=session,
             token=token,
             verdict=request.POST.get("verdict", ""),
             comment=request.POST.get("comment", ""),
             criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
-            session=session,
         )
     except services.RatingError as exc:
         return _render_rating(request, error=str(exc), status=200 if request.htmx else 400, session=session)
     if not request.htmx:
         return redirect("rate")
-    return _render_rating(request, session=session)
+    return _render_rating(request, session=session, after_vote=after_vote)
 
 
 @require_POST

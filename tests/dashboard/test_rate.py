@@ -78,12 +78,12 @@ def test_a_vote_is_stored_and_the_next_comparison_follows(rating_client, rater, 
 def test_a_vote_and_the_next_comparison_take_a_bounded_number_of_statements(
     rating_client, rater, experiment, django_assert_max_num_queries
 ):
-    """The vote is the hot path: session, user and group, the session, the vote's transaction (lock the
-    lease, count, insert, close the lease, end the session at its target), the progress, and the next
-    lease with its page. A regression here costs every rater on every vote."""
+    """The vote is the hot path: session, user and group, the rating session, and one transaction (lock
+    the lease, count, insert, close the lease, the progress, the next lease and its page). A regression
+    here costs every rater on every vote."""
     rating_client.get(reverse("rate"))
     token = held_comparison(rater).token
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(13):
         response = rating_client.post(reverse("vote", args=[token]), {"verdict": "left"}, headers=HTMX)
     assert held_comparison(rater).token in response.content.decode()
 
