@@ -4,8 +4,9 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from dashboard.selectors import can_view_results
@@ -14,11 +15,22 @@ RATERS_GROUP = "raters"
 
 
 def is_rater(user: AbstractBaseUser) -> bool:
-    return (
-        user.is_authenticated
-        and user.is_active
-        and (user.is_staff or user.groups.filter(name=RATERS_GROUP).exists())
-    )
+    if not (user.is_authenticated and user.is_active):
+        return False
+    return user.is_staff or _in_group(user.pk, RATERS_GROUP)
+
+
+def _in_group(user_id: int, name: str) -> bool:
+    """Membership of a group, checked on every rater request: one indexed lookup, written as SQL."""
+    q = connection.ops.quote_name
+    groups, members = q(Group._meta.db_table), q(Group.user_set.through._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {members} m JOIN {groups} g ON g.id = m.group_id"
+            " WHERE m.user_id = %s AND g.name = %s",
+            [user_id, name],
+        )
+        return cursor.fetchone() is not None
 
 
 def rater_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
