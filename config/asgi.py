@@ -2,10 +2,14 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
+
+from config.handler import SyncASGIHandler  # noqa: E402  (needs the apps loaded first)
+
+django_asgi_app = SyncASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the apps loaded first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -181,7 +181,6 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",
-    "config.middleware.SyncStackMiddleware",  # last: one thread for the whole stack under ASGI
 ]
 
 ROOT_URLCONF = "config.urls"
