@@ -1,9 +1,9 @@
 """The ASGI application's HTTP handler: Django's synchronous request path, driven over ASGI."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.test import Client
 
@@ -51,7 +51,9 @@ def request(method: str, path: str, *, cookie: str = "", body: bytes = b"") -> d
             "parts": chunks,
         }
 
-    return async_to_sync(send)()
+    # A thread of its own: the browser tests' session-wide Playwright keeps an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, send()).result()
 
 
 def header(response: dict, name: bytes) -> bytes | None:
