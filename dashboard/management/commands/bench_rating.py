@@ -11,12 +11,18 @@ import time
 import uuid
 from http.client import HTTPConnection
 from http.cookies import SimpleCookie
+from importlib import import_module
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
 from django.contrib.auth.models import Group
-from django.contrib.sessions.backends.db import SessionStore
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, F
 
@@ -306,9 +312,11 @@ class Command(BaseCommand):
         return users
 
     def session_for(self, user) -> str:
-        session = SessionStore()
+        session = import_module(settings.SESSION_ENGINE).SessionStore()
         session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[BACKEND_SESSION_KEY] = next(
+            path for path in settings.AUTHENTICATION_BACKENDS if hasattr(load_backend(path), "get_user")
+        )
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
         return session.session_key

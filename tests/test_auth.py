@@ -1,0 +1,55 @@
+"""Sessions and the logged-in user, read with fixed SQL: the same answers as Django's own classes."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user
+from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
+from django.contrib.sessions.models import Session
+from django.test import RequestFactory
+from django.urls import reverse
+from django.utils import timezone
+
+from config.sessions import SessionStore
+
+pytestmark = pytest.mark.django_db
+
+
+def logged_in_key(client, user) -> str:
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def test_a_session_reads_as_django_reads_it(client, rater):
+    key = logged_in_key(client, rater)
+    assert SessionStore(key).load() == DjangoSessionStore(key).load() != {}
+
+
+def test_an_expired_or_unknown_session_is_empty_and_forgets_its_key(client, rater):
+    key = logged_in_key(client, rater)
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    for session in (SessionStore(key), SessionStore("no-such-session-key-0123456789")):
+        assert session.load() == {}
+        assert session.session_key is None
+    assert client.get(reverse("rate")).status_code == 302  # back to the login page
+
+
+def test_the_session_user_is_loaded_unless_inactive_or_gone(client, rater):
+    key = logged_in_key(client, rater)
+    request = RequestFactory().get("/")
+    request.session = SessionStore(key)
+    assert get_user(request) == rater
+    rater.is_active = False
+    rater.save(update_fields=["is_active"])
+    request.session = SessionStore(key)
+    assert get_user(request).is_anonymous
+    rater.delete()
+    request.session = SessionStore(key)
+    assert get_user(request).is_anonymous
+
+
+def test_logging_out_ends_the_session(client, rater):
+    key = logged_in_key(client, rater)
+    client.post(reverse("logout"))
+    assert SessionStore(key).load() == {}
+    assert client.get(reverse("rate")).status_code == 302
