@@ -1,13 +1,16 @@
 """The ASGI application's HTTP handler: Django's synchronous request path, driven over ASGI."""
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
+from django.core.signals import request_started
 from django.test import Client
 
 from config.asgi import application, django_asgi_app
+from config.handler import RequestThread
 from tests.factories import make_checkpoint, make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the handler's thread has its own connection
@@ -92,3 +95,30 @@ def test_a_csv_export_streams_through_the_handler(viewer, tiny_model_path):
     assert response["status"] == 200, response
     assert header(response, b"content-type").startswith(b"text/csv")
     assert response["body"].startswith(b"experiment,")
+
+
+def test_requests_reuse_an_idle_worker_thread():
+    threads: list[int] = []
+
+    def record(**kwargs) -> None:
+        threads.append(threading.get_ident())
+
+    request_started.connect(record)
+    try:
+        for _ in range(3):
+            assert request("GET", "/accounts/login/")["status"] == 200
+    finally:
+        request_started.disconnect(record)
+    assert len(threads) == 3 and len(set(threads)) == 1
+    assert len(django_asgi_app.idle_threads) == 1
+
+
+def test_a_thread_still_busy_is_not_idle_until_its_call_returns():
+    thread = RequestThread()
+    release = threading.Event()
+    future = thread.submit(release.wait, 10)
+    assert not thread.idle
+    release.set()
+    assert future.result(timeout=10)
+    assert thread.idle
+    thread.shutdown()
