@@ -29,6 +29,7 @@ def django_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     [
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://localhost"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://localhost/x?server_side_binding=maybe"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
         ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG"),
         ({"DJANGO_DEBUG": "0", "DJANGO_ALLOWED_HOSTS": "x"}, "DJANGO_SECRET_KEY"),
@@ -70,3 +71,12 @@ def test_with_nothing_set_it_runs_on_the_embedded_default(tmp_path):
     assert broker.startswith("filesystem://")
     assert layer == "channels.layers.InMemoryChannelLayer"
     assert debug is True
+
+
+def test_postgresql_prepares_repeated_statements_unless_told_not_to():
+    from config.settings import database_from_url
+
+    options = database_from_url("DATABASE_URL", "postgres://u@h:5432/db")["OPTIONS"]
+    assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 5)
+    options = database_from_url("DATABASE_URL", "postgres://u@h:5432/db?server_side_binding=false")["OPTIONS"]
+    assert "server_side_binding" not in options and "prepare_threshold" not in options
