@@ -68,6 +68,9 @@ def test_a_vote_is_stored_and_the_next_comparison_follows(rating_client, rater, 
     rating = Rating.objects.get(rater=rater)
     assert (rating.comparison, rating.verdict) == (first, "left")
     assert rating.seconds >= 0
+    lease = Lease.objects.get(rater=rater, comparison=first)
+    assert lease.started_at <= rating.created_at == lease.completed_at
+    assert (rating.criteria, rating.comment, rating.gold_correct) == ({}, "", None)
     assert rating.session == RatingSession.objects.get(rater=rater)
     assert Comparison.objects.get(pk=first.pk).ratings_count == 1
     second = held_comparison(rater)
