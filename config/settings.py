@@ -228,6 +228,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "config.auth.UserBackend",  # Django's ModelBackend, reading the user with fixed SQL
+    # Sessions opened before UserBackend name this one; it stays listed so they stay logged in.
+    "django.contrib.auth.backends.ModelBackend",
 ]
 SESSION_ENGINE = "config.sessions"  # Django's database sessions, read with fixed SQL
 AUTH_PASSWORD_VALIDATORS = [

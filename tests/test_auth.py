@@ -53,3 +53,21 @@ def test_logging_out_ends_the_session(client, rater):
     client.post(reverse("logout"))
     assert SessionStore(key).load() == {}
     assert client.get(reverse("rate")).status_code == 302
+
+
+def test_sessions_opened_with_djangos_backend_stay_logged_in(client, rater):
+    client.force_login(rater, backend="django.contrib.auth.backends.ModelBackend")
+    assert client.get(reverse("rate")).status_code == 200
+
+
+def test_the_user_is_read_by_named_columns(client, rater):
+    """A prepared `SELECT *` would fail on every request once a migration adds a column."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    key = logged_in_key(client, rater)
+    request = RequestFactory().get("/")
+    request.session = SessionStore(key)
+    with CaptureQueriesContext(connection) as queries:
+        assert get_user(request) == rater
+    assert queries.captured_queries and all("*" not in q["sql"] for q in queries.captured_queries)
