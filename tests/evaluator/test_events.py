@@ -1,7 +1,10 @@
 """Coalescing live-update events: the first at once, a burst folded into one, the last never lost."""
 
+import asyncio
 import threading
 import time
+
+from asgiref.sync import sync_to_async
 
 from evaluator.events import Coalescer
 
@@ -53,3 +56,24 @@ def test_after_a_quiet_interval_the_next_event_goes_out_at_once_again():
     time.sleep(0.1)
     coalesce("a")
     assert len(sink.sent) == 2
+
+
+def test_from_a_request_thread_the_trailing_event_goes_out_on_the_server_loop():
+    sent_sync: list[str] = []
+    sent_async: list[tuple[str, int]] = []
+
+    async def send_async(key: str) -> None:
+        sent_async.append((key, threading.get_ident()))
+
+    coalesce = Coalescer(sent_sync.append, interval=0.1, send_async=send_async)
+
+    async def server() -> int:
+        # Sync code of a request runs in a worker thread, as under the ASGI handler.
+        await sync_to_async(coalesce)("a")
+        await sync_to_async(coalesce)("a")
+        await asyncio.sleep(0.4)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(server())
+    assert sent_sync == ["a"]
+    assert sent_async == [("a", loop_thread)]
