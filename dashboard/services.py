@@ -68,9 +68,14 @@ def _page_columns_sql() -> tuple[str, str]:
     return columns, joins
 
 
+def _criteria_from_db(value) -> list[str]:
+    """An experiment's criteria read with SQL (JSON text, as Django has both databases return it)."""
+    return Experiment._meta.get_field("criteria").from_db_value(value, None, connection) or []
+
+
 def _page_from_row(row: tuple) -> ComparisonPage:
     pk, token, experiment_id, k, prompt, left, right, guidelines, criteria = row
-    criteria = Experiment._meta.get_field("criteria").from_db_value(criteria, None, connection) or []
+    criteria = _criteria_from_db(criteria)
     return ComparisonPage(
         pk=pk,
         token=token,
@@ -97,7 +102,8 @@ def _pick_and_lease_sql(vendor: str) -> str:
     On PostgreSQL the experiments are walked in priority order and each one's comparisons along the index
     on (experiment, ratings_count DESC, id), so the pick stops at the first comparison that fits instead of
     weighing and sorting every comparison of every experiment (3 ms at 700 comparisons, growing with them).
-    SQLite has no LATERAL; it weighs them all, which suits the embedded default's size.
+    SQLite has no LATERAL; it weighs them all, which suits the embedded default's size. On both, of two
+    experiments with the same priority the older one is finished first.
     """
     q = connection.ops.quote_name
     comparison, experiment = q(Comparison._meta.db_table), q(Experiment._meta.db_table)
@@ -159,7 +165,7 @@ def _pick_and_lease_sql(vendor: str) -> str:
         SELECT c.id, {values}
         FROM {comparison} c JOIN {experiment} e ON e.id = c.experiment_id
         WHERE {experiment_fits} AND {holds_none} AND {comparison_fits}
-        ORDER BY e.priority DESC, c.ratings_count DESC, c.id
+        ORDER BY e.priority DESC, e.id, c.ratings_count DESC, c.id
         LIMIT 1
         ON CONFLICT DO NOTHING
         RETURNING id, comparison_id
@@ -226,7 +232,7 @@ def _open_lease(rater: AbstractBaseUser, now) -> Lease | None:
     )
 
 
-def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
+def next_comparison(*, rater: AbstractBaseUser, after_vote: bool = False) -> Assignment | None:
     """The comparison this rater should judge now, leased to them, or None when nothing is waiting.
 
     A lease the rater already holds comes first; otherwise the highest-priority experiment's
@@ -243,26 +249,33 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
         "expires": adapt(expires_at),
         "scheduled": Experiment.Status.SCHEDULED,
     }
-    # Right after a vote the rater holds no lease, so the pick comes first; it leases nothing to a rater
-    # who still holds one (a reload, a second tab), and then that lease is read.
+    # Right after a vote (`after_vote`) the rater usually holds no lease, so the pick comes first; it
+    # leases nothing to a rater who still holds one (a second tab), and then that lease is read. A page
+    # load usually finds the lease it showed before, so there the read comes first and writes nothing.
+    if not after_vote and (lease := _open_lease(rater, now)) is not None:
+        return Assignment(lease=lease, page=comparison_page(lease.comparison_id))
     picked = _pick_and_lease(params)
     if picked is not None:
         lease_id, page = picked
         lease = Lease(id=lease_id, comparison_id=page.pk, rater=rater, started_at=now, expires_at=expires_at)
         return Assignment(lease=lease, page=page)
-    lease = _open_lease(rater, now)
+    lease = _open_lease(rater, now)  # another request of theirs may have leased one just now
     if lease is None:
         return None
     return Assignment(lease=lease, page=comparison_page(lease.comparison_id))
 
 
-def _lease_for_update(rater: AbstractBaseUser, token: str) -> tuple[Comparison, Lease | None]:
-    comparison = Comparison.objects.select_for_update().select_related("experiment").filter(token=token)
-    comparison = comparison.first()
-    if comparison is None:
+def _lease_for_update(rater: AbstractBaseUser, token: str) -> tuple[int, Lease | None]:
+    """The comparison's id and the rater's lease on it, locked.
+
+    Only the lease is locked here, and a comparison row only later by an UPDATE: the same order as a
+    vote's, so a vote and a skip or flag sent together by one rater queue instead of deadlocking.
+    """
+    comparison_id = Comparison.objects.filter(token=token).values_list("pk", flat=True).first()
+    if comparison_id is None:
         raise RatingError("This comparison does not exist.")
-    lease = Lease.objects.select_for_update().filter(comparison=comparison, rater=rater).first()
-    return comparison, lease
+    lease = Lease.objects.select_for_update().filter(comparison_id=comparison_id, rater=rater).first()
+    return comparison_id, lease
 
 
 def _clean_criteria(asked: list[str], criteria: dict[str, str]) -> dict[str, str]:
@@ -336,7 +349,7 @@ def vote_and_next(
             return AfterVote(rating=rating, progress=None, assignment=None)
         progress = _progress_after_vote(session)
         going_on = session.ended_at is None and session.paused_at is None
-        assignment = next_comparison(rater=rater) if going_on else None
+        assignment = next_comparison(rater=rater, after_vote=True) if going_on else None
     return AfterVote(rating=rating, progress=progress, assignment=assignment)
 
 
@@ -412,9 +425,7 @@ def _store_vote(
         if row is None or row[2] is not None:
             return _repeated_vote(rater, token)
         lease_id, started_at, _, comparison_id, experiment_id, gold_side, k, asked, min_seconds = row
-        criteria_field = Experiment._meta.get_field("criteria")
-        asked = criteria_field.from_db_value(asked, None, connection) or []
-        cleaned = _clean_criteria(asked, criteria or {})
+        cleaned = _clean_criteria(_criteria_from_db(asked), criteria or {})
         cursor.execute(count, [comparison_id, k])
         if cursor.rowcount != 1:
             raise RatingError("This comparison has all the votes it needs: take the next one.")
@@ -479,21 +490,26 @@ def flag_comparison(*, rater: AbstractBaseUser, token: str, reason: str) -> None
     if not reason:
         raise RatingError("Say in a few words what is wrong with this comparison, then flag it.")
     with transaction.atomic():
-        comparison, lease = _lease_for_update(rater, token)
+        comparison_id, lease = _lease_for_update(rater, token)
         if lease is None:
             raise RatingError("This comparison was not handed to you: take the next one.")
         if lease.completed_at is None:
             lease.completed_at = timezone.now()
             lease.flag_reason = reason[:2000]
             lease.save(update_fields=["completed_at", "flag_reason"])
-            Comparison.objects.filter(pk=comparison.pk).update(flag_count=F("flag_count") + 1)
+            Comparison.objects.filter(pk=comparison_id).update(flag_count=F("flag_count") + 1)
 
 
 def active_session(*, rater: AbstractBaseUser) -> RatingSession | None:
     """The rater's session that has not ended (read on every rating page, hence raw SQL)."""
-    table = connection.ops.quote_name(RatingSession._meta.db_table)
-    sql = f"SELECT * FROM {table} WHERE rater_id = %s AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1"
+    sql = f"SELECT {_columns(RatingSession)} FROM {connection.ops.quote_name(RatingSession._meta.db_table)}"
+    sql += " WHERE rater_id = %s AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1"
     return next(iter(RatingSession.objects.raw(sql, [rater.pk])), None)
+
+
+def _columns(model: type[models.Model]) -> str:
+    """A model's columns by name, never `*`: a prepared `SELECT *` fails once a migration adds a column."""
+    return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
 
 
 def start_session(*, rater: AbstractBaseUser, target: int = DEFAULT_SESSION_TARGET) -> RatingSession:

@@ -61,3 +61,47 @@ def test_concurrent_raters_give_every_comparison_exactly_k_votes(
     assert sorted({(c.n, c.ratings_count) for c in counts}) == [(3, 3)]
     assert not Rating.objects.values("comparison", "rater").annotate(n=Count("pk")).filter(n__gt=1).exists()
     assert not Lease.objects.filter(completed_at__isnull=True).exists()
+
+
+def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
+    tiny_model_path, django_user_model, raters_group
+):
+    """A keyboard rater can press 1 and s at once: both lock the lease before any comparison row."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite writes one transaction at a time")
+    prompts = [("routine", f"Note {i}:") for i in range(10)]
+    experiment = scheduled_experiment(
+        make_checkpoint(tiny_model_path), depths=(1, 2), prompts=prompts, name="pair"
+    )
+    store_crafted_outputs(
+        experiment, {g.pk: f"output {g.pk}" for g in Generation.objects.filter(experiment=experiment)}
+    )
+    rater = django_user_model.objects.create_user("pair")
+    rater.groups.add(raters_group)
+    session = services.start_session(rater=rater, target=1000)
+    errors: list[str] = []
+
+    def act(action, token: str) -> None:
+        try:
+            action(token)
+        except services.RatingError:
+            pass  # the other one came first: a refusal with a message is the expected outcome
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            connections.close_all()
+
+    def vote(token: str) -> None:
+        services.vote_and_next(rater=rater, session=session, token=token, verdict="tie")
+
+    def skip(token: str) -> None:
+        services.skip_comparison(rater=rater, token=token)
+
+    while (assignment := services.next_comparison(rater=rater)) is not None:
+        pair = [threading.Thread(target=act, args=(action, assignment.page.token)) for action in (vote, skip)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join(timeout=30)
+    assert errors == []
+    assert not Lease.objects.filter(rater=rater, completed_at__isnull=True).exists()
