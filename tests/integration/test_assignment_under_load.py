@@ -3,7 +3,8 @@
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.conf import settings
+from django.db import connections
 from django.db.models import Count
 
 from dashboard import services
@@ -11,7 +12,27 @@ from dashboard.models import Lease, Rating
 from evaluator.models import Comparison, Generation
 from tests.factories import make_checkpoint, ready_comparisons, scheduled_experiment, store_crafted_outputs
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        "postgresql" not in settings.DATABASES["default"]["ENGINE"],
+        reason="row locks and SKIP LOCKED are PostgreSQL's; SQLite writes one transaction at a time",
+    ),
+]
+
+
+def crafted_experiment(model_path, name: str, prompts: int, depths: tuple[int, ...], raters: int = 1):
+    """A scheduled experiment whose outputs are written directly: ready at once, no model run."""
+    experiment = scheduled_experiment(
+        make_checkpoint(model_path),
+        depths=depths,
+        prompts=[("routine", f"Note {i}:") for i in range(prompts)],
+        raters=raters,
+        name=name,
+    )
+    generations = Generation.objects.filter(experiment=experiment)
+    store_crafted_outputs(experiment, {g.pk: f"output {g.pk}" for g in generations})
+    return experiment
 
 
 def rate_until_done(rater, errors: list[str]) -> None:
@@ -33,14 +54,7 @@ def rate_until_done(rater, errors: list[str]) -> None:
 def test_concurrent_raters_give_every_comparison_exactly_k_votes(
     tiny_model_path, django_user_model, raters_group
 ):
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks with SKIP LOCKED are PostgreSQL's; SQLite writes one transaction at a time")
-    prompts = [("routine", f"Note {i}:") for i in range(20)]
-    experiment = scheduled_experiment(
-        make_checkpoint(tiny_model_path), depths=(1, 2, 4), prompts=prompts, raters=3, name="load"
-    )
-    generations = Generation.objects.filter(experiment=experiment)
-    store_crafted_outputs(experiment, {g.pk: f"output {g.pk}" for g in generations})
+    experiment = crafted_experiment(tiny_model_path, "load", prompts=20, depths=(1, 2, 4), raters=3)
     comparisons = ready_comparisons(experiment)
     assert len(comparisons) == 60
 
@@ -67,15 +81,7 @@ def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
     tiny_model_path, django_user_model, raters_group
 ):
     """A keyboard rater can press 1 and s at once: both lock the lease before any comparison row."""
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite writes one transaction at a time")
-    prompts = [("routine", f"Note {i}:") for i in range(10)]
-    experiment = scheduled_experiment(
-        make_checkpoint(tiny_model_path), depths=(1, 2), prompts=prompts, name="pair"
-    )
-    store_crafted_outputs(
-        experiment, {g.pk: f"output {g.pk}" for g in Generation.objects.filter(experiment=experiment)}
-    )
+    crafted_experiment(tiny_model_path, "pair", prompts=10, depths=(1, 2))
     rater = django_user_model.objects.create_user("pair")
     rater.groups.add(raters_group)
     session = services.start_session(rater=rater, target=1000)
