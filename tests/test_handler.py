@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
@@ -12,6 +11,7 @@ from django.test import Client
 from config.asgi import application, django_asgi_app
 from config.handler import RequestThread
 from tests.factories import make_checkpoint, make_experiment
+from tests.waiting import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the handler's thread has its own connection
 
@@ -54,9 +54,7 @@ def request(method: str, path: str, *, cookie: str = "", body: bytes = b"") -> d
             "parts": chunks,
         }
 
-    # A thread of its own: the browser tests' session-wide Playwright keeps an event loop in this one.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, send()).result()
+    return run_async(send())
 
 
 def header(response: dict, name: bytes) -> bytes | None:

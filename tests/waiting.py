@@ -1,9 +1,11 @@
 """Polling for what another process (a worker, a browser, a server) does in its own time."""
 
+import asyncio
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -30,3 +32,10 @@ def http_status(url: str, cookie: str = "") -> int:
         return exc.code
     except OSError:
         return 0
+
+
+def run_async(coroutine: Coroutine[object, object, T]) -> T:
+    """Run a coroutine to its end on a new event loop in a thread of its own: the browser tests'
+    session-wide Playwright keeps an event loop running in the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

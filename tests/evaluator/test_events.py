@@ -7,6 +7,7 @@ import time
 from asgiref.sync import sync_to_async
 
 from evaluator.events import Coalescer
+from tests.waiting import run_async
 
 
 class Sink:
@@ -74,6 +75,6 @@ def test_from_a_request_thread_the_trailing_event_goes_out_on_the_server_loop():
         await asyncio.sleep(0.4)
         return threading.get_ident()
 
-    loop_thread = asyncio.run(server())
+    loop_thread = run_async(server())
     assert sent_sync == ["a"]
     assert sent_async == [("a", loop_thread)]
