@@ -15,7 +15,6 @@ from evaluator import events
 from evaluator.models import CRITERIA, Comparison, Experiment, Generation, Prompt
 
 DEFAULT_SESSION_TARGET = 20
-ACTIVE = object()  # "the rater's active session, read here", for callers that have not read it
 CRITERION_VERDICTS = ("left", "right", "tie")
 
 
@@ -50,7 +49,8 @@ class Assignment:
         return Comparison.objects.get(pk=self.page.pk)
 
 
-def _page_columns_sql() -> tuple[str, str]:
+@cache
+def _page_columns_sql(vendor: str) -> tuple[str, str]:
     """The columns of a ComparisonPage and the joins they need, for a statement over comparison `c`."""
     q = connection.ops.quote_name
     prompt, generation = q(Prompt._meta.db_table), q(Generation._meta.db_table)
@@ -89,6 +89,7 @@ def _page_from_row(row: tuple) -> ComparisonPage:
     )
 
 
+@cache
 def _pick_and_lease_sql(vendor: str) -> str:
     """One statement that picks the comparison a rater should judge next and leases it to them.
 
@@ -184,7 +185,7 @@ def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPag
     It joins the caller's transaction when there is one (a vote's), so the undo deletes the lease row it
     just wrote rather than rolling back to a savepoint, which would cost two statements on every pick.
     """
-    pick, check = _pick_and_lease_sql(connection.vendor), _check_sql()
+    pick, check = _pick_and_lease_sql(connection.vendor), _check_sql(connection.vendor)
     undo = f"DELETE FROM {connection.ops.quote_name(Lease._meta.db_table)} WHERE id = %s"
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         for _ in range(attempts):
@@ -200,10 +201,11 @@ def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPag
     return None
 
 
-def _check_sql() -> str:
+@cache
+def _check_sql(vendor: str) -> str:
     q = connection.ops.quote_name
     comparison, lease = q(Comparison._meta.db_table), q(Lease._meta.db_table)
-    columns, joins = _page_columns_sql()
+    columns, joins = _page_columns_sql(vendor)
     return f"""
         SELECT c.ratings_count + (
                  SELECT COUNT(*) FROM {lease} l
@@ -215,12 +217,17 @@ def _check_sql() -> str:
     """
 
 
+@cache
+def _page_sql(vendor: str) -> str:
+    columns, joins = _page_columns_sql(vendor)
+    comparison = connection.ops.quote_name(Comparison._meta.db_table)
+    return f"SELECT {columns} FROM {comparison} c {joins} WHERE c.id = %s"
+
+
 def comparison_page(pk: int) -> ComparisonPage:
-    q = connection.ops.quote_name
-    columns, joins = _page_columns_sql()
+    """What the rating page shows of comparison `pk` (a lease the rater already held)."""
     with connection.cursor() as cursor:
-        comparison = q(Comparison._meta.db_table)
-        cursor.execute(f"SELECT {columns} FROM {comparison} c {joins} WHERE c.id = %s", [pk])
+        cursor.execute(_page_sql(connection.vendor), [pk])
         return _page_from_row(cursor.fetchone())
 
 
@@ -304,16 +311,11 @@ def submit_rating(
     verdict: str,
     comment: str = "",
     criteria: dict[str, str] | None = None,
-    session: "RatingSession | object | None" = ACTIVE,
 ) -> Rating:
-    """Store one vote. Submitting the same vote twice stores it once and returns the first.
-
-    The vote counts in the rater's active session (`session`, when the caller has read it already); a
-    session that reaches its target ends with it, and the in-memory `session` shows that.
-    """
+    """Store one vote in the rater's active session (which ends at its target). Submitting the same vote
+    twice stores it once and returns the first. The vote view uses vote_and_next."""
     _check_verdict(verdict)
-    if session is ACTIVE:
-        session = active_session(rater=rater)
+    session = active_session(rater=rater)
     with transaction.atomic():
         rating = _store_vote(rater, token, verdict, comment, criteria, session)
         if session is not None:

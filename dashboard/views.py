@@ -23,16 +23,19 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("rate")
 
 
+_READ = object()  # `session` not given: read the rater's active session here
+
+
 def _rating_context(
     request: HttpRequest,
     *,
     error: str = "",
-    session=services.ACTIVE,
+    session=_READ,
     after_vote: services.AfterVote | None = None,
 ) -> dict:
     """What the rating panel shows. `session` is the rater's active session when the caller has it;
     `after_vote` carries the progress and the next comparison that a vote's transaction produced."""
-    if session is services.ACTIVE:
+    if session is _READ:
         session = services.active_session(rater=request.user)
     progress = after_vote.progress if after_vote is not None else None
     context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
@@ -49,7 +52,6 @@ def _rating_context(
         assignment = after_vote.assignment
     else:
         assignment = services.next_comparison(rater=request.user)
-    context["assignment"] = assignment
     if assignment is not None:
         page = assignment.page
         context["page"] = page
