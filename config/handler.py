@@ -1,13 +1,20 @@
 """Django's ASGI handler with the synchronous request path: middleware and view in one worker thread."""
 
+import asyncio
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.core.handlers.asgi import ASGIHandler
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpResponse
+from django.urls import set_script_prefix
 
 
 class RequestThread(Executor):
@@ -42,38 +49,127 @@ class RequestThread(Executor):
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+class RequestThreads:
+    """At most `size` request threads in a process; a request waits (on the event loop) for a free one.
+
+    This is a WSGI server's thread count (gunicorn's `--threads`). Under load Django's handler runs every
+    waiting request in a thread of its own, and those threads queue for the GIL at each of a request's
+    database round trips: on the rating loop 25 threads a process served about a quarter fewer votes a second
+    than 2 (ARCHITECTURE.md, "Web processes"). A thread still running the call of a request that was
+    given up (its client went away) is retired rather than lent again; a new one takes its place.
+    Only touched from the event loop.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"A web process needs at least one request thread, not {size}.")
+        self.size = size
+        self.idle: list[RequestThread] = []
+        self.running = 0  # lent out now
+        self.waiting: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> RequestThread:
+        if self.idle:
+            self.running += 1
+            return self.idle.pop()
+        if self.running < self.size:
+            self.running += 1
+            return RequestThread()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        try:
+            return await waiter  # release() counted it as running
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as this request was given up
+            raise
+
+    def release(self, thread: RequestThread) -> None:
+        if not thread.idle:
+            thread.shutdown(wait=False)  # it ends when the abandoned call returns
+            thread = RequestThread()
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(thread)
+                return
+        self.running -= 1
+        self.idle.append(thread)
+
+
 class SyncASGIHandler(ASGIHandler):
-    """Serves HTTP over ASGI with Django's synchronous middleware chain, as a WSGI server would run it.
+    """Serves HTTP over ASGI with Django's synchronous request path, as a WSGI server would run it.
 
     Django's own ASGI handler loads the middleware in async mode. Every middleware and view here is
     synchronous, so a request hopped from the event loop to a worker thread and back around each
-    middleware that can run both ways, and again around the view: some twenty switches per request,
-    then four with a synchronous-only middleware last. Here the whole chain (middleware, URL resolving,
-    view) runs in one call in the request's worker thread: one switch there and back. The event loop
-    still reads the body, sends the response (streamed responses included) and notices a client that
-    went away; WebSockets go through Channels, not through this handler.
+    middleware that can run both ways, and again around the view, the request_started signal and the
+    response's close: some twenty switches per request. Here the request starts, goes through the whole
+    chain (middleware, URL resolving, view) and finishes in one call in a worker thread: one switch there
+    and back. The event loop reads the body, sends the response (a streamed one while listening for the
+    client going away); WebSockets go through Channels, not through this handler.
 
-    Each request still gets a thread of its own for its synchronous work, as under Django's handler,
-    but from a pool of idle ones: Django starts a new thread for every request (and another to join it).
+    The worker threads are a bounded pool (RequestThreads, `DEPTH_ARENA_WEB_THREADS` per process), not
+    one new thread per request as under Django's handler.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
-        self.idle_threads: list[RequestThread] = []  # only touched from the event loop
+        self.threads = RequestThreads(threads or settings.WEB_THREADS)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        thread = self.idle_threads.pop() if self.idle_threads else RequestThread()
+        thread = await self.threads.acquire()
         try:
             async with ThreadSensitiveContext(executor=thread):
                 await self.handle(scope, receive, send)
         finally:
-            if thread.idle:
-                self.idle_threads.append(thread)
-            else:
-                thread.shutdown(wait=False)  # it ends when the abandoned call returns
+            self.threads.release(thread)
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponse:
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+    async def handle(self, scope, receive, send) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        response = await sync_to_async(self.respond, thread_sensitive=True)(scope, body_file)
+        if not response.streaming:
+            await self.send_response(response, send)  # a client gone by now is ignored by the server
+            return
+        try:
+            await self.stream(response, receive, send)
+        finally:
+            await sync_to_async(response.close, thread_sensitive=True)()
+            body_file.close()
+
+    def respond(self, scope, body_file) -> HttpResponse:
+        """What Django's handler does around the view, in one call in the request's thread: the request
+        starts (signal), is built and answered, and, unless its body is streamed, finishes (the response
+        is closed, so the database connection goes back before the bytes go out). Django's ASGI handler
+        makes three trips to a worker thread for these steps; this makes one."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()
+            body_file.close()
+        return response
+
+    async def stream(self, response: HttpResponse, receive, send) -> None:
+        """Send a streamed body while listening for the client going away, which stops it (as Django's
+        handler does): an export nobody reads is not generated to the end."""
+        sending = asyncio.create_task(self.send_response(response, send))
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait([sending, listening], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listening, sending):
+                if not task.done():
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                    await task

@@ -217,12 +217,22 @@ TEMPLATES = [
     },
 ]
 
+# Threads that run requests in each web process (config.handler.RequestThreads). A few threads a
+# process and one process a core serve the most requests: many threads queue for the GIL.
+WEB_THREADS = env_int("DEPTH_ARENA_WEB_THREADS", 2, minimum=1)
+
 DATABASE_URL = env_str("DATABASE_URL")
 DATABASES = {
     "default": database_from_url("DATABASE_URL", DATABASE_URL)
     if DATABASE_URL
     else sqlite_database(DATA_DIR / "depth-arena.sqlite3")
 }
+_pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
+if _pool and _pool["max_size"] < WEB_THREADS:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MAX={_pool['max_size']} is below DEPTH_ARENA_WEB_THREADS={WEB_THREADS}: each request "
+        "thread holds a database connection. Raise DATABASE_POOL_MAX or lower DEPTH_ARENA_WEB_THREADS."
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [

@@ -5,11 +5,11 @@ import threading
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
 from django.test import Client
 
 from config.asgi import application, django_asgi_app
-from config.handler import RequestThread
+from config.handler import RequestThread, RequestThreads
 from tests.factories import make_checkpoint, make_experiment
 from tests.waiting import run_async
 
@@ -108,7 +108,83 @@ def test_requests_reuse_an_idle_worker_thread():
     finally:
         request_started.disconnect(record)
     assert len(threads) == 3 and len(set(threads)) == 1
-    assert len(django_asgi_app.idle_threads) == 1
+    assert len(django_asgi_app.threads.idle) == 1
+
+
+def test_a_request_starts_is_answered_and_finishes_in_one_thread():
+    """Django's handler went to a worker thread three times a request (the request_started signal, the
+    view, the response's close); here the three run in one call, so in one thread, in that order."""
+    seen: list[tuple[str, int]] = []
+
+    def started(**kwargs) -> None:
+        seen.append(("started", threading.get_ident()))
+
+    def finished(**kwargs) -> None:
+        seen.append(("finished", threading.get_ident()))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    try:
+        assert request("GET", "/accounts/login/")["status"] == 200
+    finally:
+        request_started.disconnect(started)
+        request_finished.disconnect(finished)
+    assert [name for name, _ in seen] == ["started", "finished"]
+    assert seen[0][1] == seen[1][1] != threading.get_ident()
+
+
+def test_at_most_size_threads_are_lent_and_a_request_waits_for_a_free_one():
+    async def scenario() -> None:
+        threads = RequestThreads(2)
+        first, second = await threads.acquire(), await threads.acquire()
+        third = asyncio.ensure_future(threads.acquire())
+        await asyncio.sleep(0.05)
+        assert not third.done()  # both threads are lent: the third request waits
+        threads.release(first)
+        assert await asyncio.wait_for(third, 5) is first
+        threads.release(second)
+        threads.release(first)
+        assert threads.running == 0 and len(threads.idle) == 2
+        for thread in threads.idle:
+            thread.shutdown()
+
+    run_async(scenario())
+
+
+def test_a_request_given_up_while_waiting_takes_no_thread_with_it():
+    async def scenario() -> None:
+        threads = RequestThreads(1)
+        lent = await threads.acquire()
+        waiting = asyncio.ensure_future(threads.acquire())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        threads.release(lent)
+        assert threads.running == 0 and threads.idle == [lent]
+        assert await threads.acquire() is lent
+        lent.shutdown()
+
+    run_async(scenario())
+
+
+def test_a_thread_still_running_a_given_up_call_is_replaced_not_lent_again():
+    async def scenario() -> None:
+        threads = RequestThreads(1)
+        busy = await threads.acquire()
+        release = threading.Event()
+        busy.submit(release.wait, 10)  # a view still running for a client that went away
+        threads.release(busy)
+        fresh = await threads.acquire()
+        assert fresh is not busy and fresh.idle
+        release.set()
+        threads.release(fresh)
+        fresh.shutdown()
+
+    run_async(scenario())
+
+
+def test_a_pool_without_threads_is_refused():
+    with pytest.raises(ValueError, match="at least one request thread"):
+        RequestThreads(0)
 
 
 def test_a_thread_still_busy_is_not_idle_until_its_call_returns():
@@ -120,3 +196,36 @@ def test_a_thread_still_busy_is_not_idle_until_its_call_returns():
     assert future.result(timeout=10)
     assert thread.idle
     thread.shutdown()
+
+
+def test_a_streamed_body_stops_when_the_client_goes_away():
+    from django.http import StreamingHttpResponse
+
+    closed = threading.Event()
+
+    async def endless():
+        try:
+            while True:
+                yield b"row\n"
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    async def scenario() -> int:
+        sent: list[dict] = []
+        gone = asyncio.Event()
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if len(sent) == 3:
+                gone.set()
+
+        async def receive() -> dict:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        await asyncio.wait_for(django_asgi_app.stream(StreamingHttpResponse(endless()), receive, send), 5)
+        return len(sent)
+
+    assert run_async(scenario()) < 10
+    assert closed.wait(5)

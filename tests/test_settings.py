@@ -34,6 +34,15 @@ def django_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
         ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG"),
         ({"DJANGO_DEBUG": "0", "DJANGO_ALLOWED_HOSTS": "x"}, "DJANGO_SECRET_KEY"),
         ({"DEPTH_ARENA_LEASE_SECONDS": "soon"}, "DEPTH_ARENA_LEASE_SECONDS"),
+        ({"DEPTH_ARENA_WEB_THREADS": "0"}, "DEPTH_ARENA_WEB_THREADS"),
+        (
+            {
+                "DATABASE_URL": "postgres://localhost/x",
+                "DATABASE_POOL_MAX": "2",
+                "DEPTH_ARENA_WEB_THREADS": "4",
+            },
+            "DATABASE_POOL_MAX",
+        ),
         ({"DEPTH_ARENA_DTYPE": "int8"}, "DEPTH_ARENA_DTYPE"),
     ],
 )
