@@ -17,18 +17,22 @@ RATERS_GROUP = "raters"
 def is_rater(user: AbstractBaseUser) -> bool:
     if not (user.is_authenticated and user.is_active):
         return False
-    return user.is_staff or _in_group(user.pk, RATERS_GROUP)
+    return user.is_staff or _in_group(user, RATERS_GROUP)
 
 
-def _in_group(user_id: int, name: str) -> bool:
-    """Membership of a group, checked on every rater request: one indexed lookup, written as SQL."""
+def _in_group(user: AbstractBaseUser, name: str) -> bool:
+    """Membership of a group, checked on every rater request. The request's user usually comes with
+    the names of their groups (config.auth reads them with the user); otherwise one indexed lookup."""
+    names = getattr(user, "group_names", None)
+    if names is not None:
+        return name in names
     q = connection.ops.quote_name
     groups, members = q(Group._meta.db_table), q(Group.user_set.through._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {members} m JOIN {groups} g ON g.id = m.group_id"
             " WHERE m.user_id = %s AND g.name = %s",
-            [user_id, name],
+            [user.pk, name],
         )
         return cursor.fetchone() is not None
 

@@ -10,6 +10,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config import rows
 from dashboard.models import Lease, RaterProfile, Rating, RatingSession
 from evaluator import events
 from evaluator.models import CRITERIA, Comparison, Experiment, Generation, Prompt
@@ -504,14 +505,19 @@ def flag_comparison(*, rater: AbstractBaseUser, token: str, reason: str) -> None
 
 def active_session(*, rater: AbstractBaseUser) -> RatingSession | None:
     """The rater's session that has not ended (read on every rating page, hence raw SQL)."""
-    sql = f"SELECT {_columns(RatingSession)} FROM {connection.ops.quote_name(RatingSession._meta.db_table)}"
-    sql += " WHERE rater_id = %s AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1"
-    return next(iter(RatingSession.objects.raw(sql, [rater.pk])), None)
+    with connection.cursor() as cursor:
+        cursor.execute(_active_session_sql(connection.vendor), [rater.pk])
+        row = cursor.fetchone()
+    return rows.instance(RatingSession, row, connection.alias) if row is not None else None
 
 
-def _columns(model: type[models.Model]) -> str:
-    """A model's columns by name, never `*`: a prepared `SELECT *` fails once a migration adds a column."""
-    return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
+@cache
+def _active_session_sql(vendor: str) -> str:
+    table = connection.ops.quote_name(RatingSession._meta.db_table)
+    return (
+        f"SELECT {rows.columns(RatingSession)} FROM {table}"
+        " WHERE rater_id = %s AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1"
+    )
 
 
 def start_session(*, rater: AbstractBaseUser, target: int = DEFAULT_SESSION_TARGET) -> RatingSession:

@@ -71,3 +71,55 @@ def test_the_user_is_read_by_named_columns(client, rater):
     with CaptureQueriesContext(connection) as queries:
         assert get_user(request) == rater
     assert queries.captured_queries and all("*" not in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_user_comes_with_the_names_of_their_groups_in_one_statement(client, rater):
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rater.groups.add(Group.objects.create(name="reviewers, with a comma"))
+    key = logged_in_key(client, rater)
+    request = RequestFactory().get("/")
+    request.session = SessionStore(key)
+    with CaptureQueriesContext(connection) as queries:
+        user = get_user(request)
+    assert len(queries) == 2  # the session, then the user with their groups
+    assert user.group_names == frozenset(rater.groups.values_list("name", flat=True))
+    assert "raters" in user.group_names
+    rater.groups.clear()
+    request.session = SessionStore(key)
+    assert get_user(request).group_names == frozenset()
+
+
+def test_a_user_read_with_fixed_sql_equals_the_orms(rater):
+    from django.contrib.auth import get_user_model
+
+    from config.auth import UserBackend
+
+    rater.last_login = timezone.now()
+    rater.save()
+    fixed, orm = UserBackend().get_user(rater.pk), get_user_model().objects.get(pk=rater.pk)
+    for field in orm._meta.concrete_fields:
+        assert getattr(fixed, field.attname) == getattr(orm, field.attname), field.name
+    assert not fixed._state.adding and fixed._state.db == "default"
+
+
+def test_the_raters_check_uses_the_groups_read_with_the_user_or_else_asks_the_database(
+    rater, django_assert_num_queries
+):
+    from django.contrib.auth import get_user_model
+
+    from config.auth import UserBackend
+    from dashboard.permissions import is_rater
+
+    user = UserBackend().get_user(rater.pk)
+    with django_assert_num_queries(0):
+        assert is_rater(user)
+    plain = get_user_model().objects.get(pk=rater.pk)  # read by the ORM: no group names on it
+    with django_assert_num_queries(1):
+        assert is_rater(plain)
+    rater.groups.clear()
+    user = UserBackend().get_user(rater.pk)
+    with django_assert_num_queries(0):
+        assert not is_rater(user)

@@ -81,12 +81,12 @@ def test_a_vote_is_stored_and_the_next_comparison_follows(rating_client, rater, 
 def test_a_vote_and_the_next_comparison_take_a_bounded_number_of_statements(
     rating_client, rater, experiment, django_assert_max_num_queries
 ):
-    """The vote is the hot path: session, user and group, the rating session, and one transaction (lock
-    the lease, count, insert, close the lease, the progress, the next lease and its page). A regression
-    here costs every rater on every vote."""
+    """The vote is the hot path: session, user with their groups, the rating session, and one
+    transaction (lock the lease, count, insert, close the lease, the progress, the next lease and its
+    page). A regression here costs every rater on every vote."""
     rating_client.get(reverse("rate"))
     token = held_comparison(rater).token
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(12):
         response = rating_client.post(reverse("vote", args=[token]), {"verdict": "left"}, headers=HTMX)
     assert held_comparison(rater).token in response.content.decode()
 
@@ -193,6 +193,16 @@ def test_a_session_pauses_resumes_and_ends_with_a_summary(rating_client, rater, 
     assert held_comparison(rater).token in html
     html = rating_client.post(reverse("session_end"), headers=HTMX).content.decode()
     assert "Session summary" in html and "1 of 50" in html
+
+
+def test_the_active_session_read_with_fixed_sql_equals_the_orms(rater):
+    assert services.active_session(rater=rater) is None
+    started = services.start_session(rater=rater, target=7)
+    services.pause_session(rater=rater)
+    fixed, orm = services.active_session(rater=rater), RatingSession.objects.get(pk=started.pk)
+    for field in orm._meta.concrete_fields:
+        assert getattr(fixed, field.attname) == getattr(orm, field.attname), field.name
+    assert fixed.paused_at is not None and fixed.paused_at.tzinfo is not None
 
 
 def test_a_session_ends_by_itself_at_its_target(client, rater, experiment):
