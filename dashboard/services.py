@@ -318,9 +318,9 @@ def submit_rating(
     _check_verdict(verdict)
     session = active_session(rater=rater)
     with transaction.atomic():
-        rating = _store_vote(rater, token, verdict, comment, criteria, session)
+        rating, counts = _store_vote(rater, token, verdict, comment, criteria, session)
         if session is not None:
-            _progress_after_vote(session)
+            _progress_after_vote(session, counts)
     return rating
 
 
@@ -347,38 +347,66 @@ def vote_and_next(
     """
     _check_verdict(verdict)
     with transaction.atomic():
-        rating = _store_vote(rater, token, verdict, comment, criteria, session)
+        rating, counts = _store_vote(rater, token, verdict, comment, criteria, session)
         if session is None:
             return AfterVote(rating=rating, progress=None, assignment=None)
-        progress = _progress_after_vote(session)
+        progress = _progress_after_vote(session, counts)
         going_on = session.ended_at is None and session.paused_at is None
         assignment = next_comparison(rater=rater, after_vote=True) if going_on else None
     return AfterVote(rating=rating, progress=progress, assignment=assignment)
 
 
-@cache
-def _vote_sql(vendor: str) -> tuple[str, str, str]:
-    """The vote's three statements besides the insert, as SQL: the ORM spent more time building them (a
+@dataclass(frozen=True)
+class VoteSql:
+    """The vote's statements besides the pick, as SQL: the ORM spent more time building them (a
     select_related with only() and two updates) than the database spent running them.
 
-    The lease is locked (on PostgreSQL; SQLite has one writer at a time) and read with what the vote needs
-    of its comparison and experiment; the count goes up only while it is under k, so concurrent votes on
-    one comparison queue on its row and the one that would go over changes nothing; the lease closes.
+    `read` locks the lease (on PostgreSQL; SQLite has one writer at a time) and reads with it what the
+    vote needs of its comparison and experiment, and the rater's votes so far for the session's progress.
+    The count goes up only while it is under k, so concurrent votes on one comparison queue on its row and
+    the one that would go over changes nothing. On PostgreSQL `write` counts, closes the lease and inserts
+    the rating in one statement (data-modifying CTEs), writing nothing when the count is at k; SQLite
+    runs `count`, the insert and `close` one by one.
     """
+
+    read: str
+    count: str
+    close: str
+    write: str | None
+
+
+@cache
+def _vote_sql(vendor: str) -> VoteSql:
     q = connection.ops.quote_name
     lease, comparison = q(Lease._meta.db_table), q(Comparison._meta.db_table)
     experiment = q(Experiment._meta.db_table)
     lock = " FOR UPDATE OF l" if vendor == "postgresql" else ""
     read = f"""
         SELECT l.id, l.started_at, l.completed_at, c.id, c.experiment_id, c.gold_side,
-               e.raters_per_comparison, e.criteria, e.min_seconds_per_vote
+               e.raters_per_comparison, e.criteria, e.min_seconds_per_vote,
+               votes.*  -- the four counts of _summary_sql; no table's columns
         FROM {lease} l JOIN {comparison} c ON c.id = l.comparison_id
             JOIN {experiment} e ON e.id = c.experiment_id
-        WHERE c.token = %s AND l.rater_id = %s{lock}
+            CROSS JOIN ({_summary_sql(vendor)}) votes
+        WHERE c.token = %(token)s AND l.rater_id = %(rater)s{lock}
     """
     count = f"UPDATE {comparison} SET ratings_count = ratings_count + 1 WHERE id = %s AND ratings_count < %s"
     close = f"UPDATE {lease} SET completed_at = %s WHERE id = %s"
-    return read, count, close
+    write = None
+    if vendor == "postgresql":
+        insert, _ = _insert_sql(Rating, vendor)
+        columns, values = insert.split(" VALUES ", 1)
+        values, returning = values.split(" RETURNING ", 1)
+        write = f"""
+            WITH counted AS (
+                UPDATE {comparison} SET ratings_count = ratings_count + 1
+                WHERE id = %s AND ratings_count < %s RETURNING id
+            ), closed AS (
+                UPDATE {lease} SET completed_at = %s WHERE id = %s AND EXISTS (SELECT 1 FROM counted)
+            )
+            {columns} SELECT {values.strip("()")} FROM counted RETURNING {returning}
+        """
+    return VoteSql(read=read, count=count, close=close, write=write)
 
 
 @cache
@@ -392,16 +420,23 @@ def _insert_sql(model: type[models.Model], vendor: str) -> tuple[str, list[model
     return sql, fields
 
 
-def _insert(cursor, instance: models.Model) -> None:
-    """Insert a new row for `instance` as Model.save would (every field's own conversion for the
-    database), with a statement built once per model instead of by the ORM on every vote. Fields that
-    are set on save (auto_now_add) must be given."""
-    sql, fields = _insert_sql(type(instance), connection.vendor)
-    cursor.execute(
-        sql, [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
-    )
-    instance.pk = cursor.fetchone()[0]
+def _insert_values(instance: models.Model) -> list:
+    """`instance`'s values for its model's INSERT, each converted for the database as Model.save would.
+    Fields that are set on save (auto_now_add) must be given."""
+    _, fields = _insert_sql(type(instance), connection.vendor)
+    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
+
+
+def _inserted(instance: models.Model, pk: int) -> None:
+    instance.pk = pk
     instance._state.adding, instance._state.db = False, connection.alias
+
+
+def _insert(cursor, instance: models.Model) -> None:
+    """Insert a new row for `instance` with a statement built once per model instead of by the ORM on
+    every vote."""
+    cursor.execute(_insert_sql(type(instance), connection.vendor)[0], _insert_values(instance))
+    _inserted(instance, cursor.fetchone()[0])
 
 
 def _aware(value):
@@ -411,6 +446,24 @@ def _aware(value):
     return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
 
 
+@dataclass(frozen=True)
+class VoteCounts:
+    """The rater's votes, counted as the session summary counts them."""
+
+    all_votes: int
+    done: int  # in the session
+    gold_seen: int
+    gold_correct: int
+
+    def plus(self, rating: Rating) -> "VoteCounts":
+        return VoteCounts(
+            all_votes=self.all_votes + 1,
+            done=self.done + 1,
+            gold_seen=self.gold_seen + (rating.gold_correct is not None),
+            gold_correct=self.gold_correct + bool(rating.gold_correct),
+        )
+
+
 def _store_vote(
     rater: AbstractBaseUser,
     token: str,
@@ -418,20 +471,19 @@ def _store_vote(
     comment: str,
     criteria: dict[str, str] | None,
     session: RatingSession | None,
-) -> Rating:
-    """The vote's writes, in the caller's transaction; a repeated vote returns the stored one."""
+) -> tuple[Rating, VoteCounts | None]:
+    """The vote's writes, in the caller's transaction, and the rater's votes counting this one. A
+    repeated vote returns the stored one, without counts."""
     now = timezone.now()
-    read, count, close = _vote_sql(connection.vendor)
+    sql = _vote_sql(connection.vendor)
     with connection.cursor() as cursor:
-        cursor.execute(read, [token, rater.pk])
+        cursor.execute(sql.read, {"token": token, "rater": rater.pk, "session": session and session.pk})
         row = cursor.fetchone()
         if row is None or row[2] is not None:
-            return _repeated_vote(rater, token)
-        lease_id, started_at, _, comparison_id, experiment_id, gold_side, k, asked, min_seconds = row
+            return _repeated_vote(rater, token), None
+        lease_id, started_at, _, comparison_id, experiment_id, gold_side, k, asked, min_seconds = row[:9]
+        before = VoteCounts(*row[9:])
         cleaned = _clean_criteria(_criteria_from_db(asked), criteria or {})
-        cursor.execute(count, [comparison_id, k])
-        if cursor.rowcount != 1:
-            raise RatingError("This comparison has all the votes it needs: take the next one.")
         seconds = (now - _aware(started_at)).total_seconds()
         gold_correct = None
         if gold_side:
@@ -448,15 +500,26 @@ def _store_vote(
             session=session,
             created_at=now,
         )
-        _insert(cursor, rating)
-        cursor.execute(close, [connection.ops.adapt_datetimefield_value(now), lease_id])
+        closed_at = connection.ops.adapt_datetimefield_value(now)
+        if sql.write is not None:
+            cursor.execute(sql.write, [comparison_id, k, closed_at, lease_id, *_insert_values(rating)])
+            inserted = cursor.fetchone()
+            if inserted is None:
+                raise RatingError("This comparison has all the votes it needs: take the next one.")
+            _inserted(rating, inserted[0])
+        else:
+            cursor.execute(sql.count, [comparison_id, k])
+            if cursor.rowcount != 1:
+                raise RatingError("This comparison has all the votes it needs: take the next one.")
+            _insert(cursor, rating)
+            cursor.execute(sql.close, [closed_at, lease_id])
     transaction.on_commit(lambda: events.votes_cast(experiment_id))
-    return rating
+    return rating, before.plus(rating)
 
 
-def _progress_after_vote(session: RatingSession) -> "SessionSummary":
+def _progress_after_vote(session: RatingSession, counts: VoteCounts | None) -> "SessionSummary":
     """The session's progress counting the vote just stored; at its target the session ends."""
-    progress = session_summary(session)
+    progress = session_summary(session) if counts is None else _summary(session, counts)
     if session.paused_at is None and session.ended_at is None and progress.done >= session.target:
         now = timezone.now()
         RatingSession.objects.filter(pk=session.pk).update(ended_at=now)
@@ -593,16 +656,19 @@ def session_summary(session: RatingSession) -> SessionSummary:
     """The session's progress and the rater's votes in all, counted in one statement.
 
     Written as SQL: every vote shows it, and the ORM's aggregate with filtered counts took longer to
-    build than to run."""
-    end = session.ended_at or session.paused_at or timezone.now()
+    build than to run. A vote counts them in its first statement instead (VoteCounts)."""
     with connection.cursor() as cursor:
         cursor.execute(_summary_sql(connection.vendor), {"session": session.pk, "rater": session.rater_id})
-        all_votes, done, gold_seen, gold_correct = cursor.fetchone()
+        return _summary(session, VoteCounts(*cursor.fetchone()))
+
+
+def _summary(session: RatingSession, counts: VoteCounts) -> SessionSummary:
+    end = session.ended_at or session.paused_at or timezone.now()
     return SessionSummary(
-        done=done,
+        done=counts.done,
         target=session.target,
         seconds=max(0.0, (end - session.started_at).total_seconds() - session.paused_seconds),
-        gold_seen=gold_seen,
-        gold_correct=gold_correct,
-        all_votes=all_votes,
+        gold_seen=counts.gold_seen,
+        gold_correct=counts.gold_correct,
+        all_votes=counts.all_votes,
     )
