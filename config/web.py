@@ -82,7 +82,7 @@ def start_web(
             fd = sock.fileno()
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "--fd", str(fd), ASGI_APP],
+                    [sys.executable, "-m", "config.daphne_server", "--fd", str(fd), ASGI_APP],
                     cwd=cwd,
                     env=dict(env) if env is not None else None,
                     pass_fds=(fd,),

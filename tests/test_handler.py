@@ -229,3 +229,21 @@ def test_a_streamed_body_stops_when_the_client_goes_away():
 
     assert run_async(scenario()) < 10
     assert closed.wait(5)
+
+
+def test_the_web_server_leaves_form_bodies_to_django():
+    """Twisted would parse every urlencoded POST body into request.args, which daphne never reads."""
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from config.daphne_server import HTTPFactory, WebRequest
+
+    class Server:
+        def protocol_connected(self, protocol) -> None:
+            pass
+
+    factory = HTTPFactory(Server())
+    assert factory.buildProtocol(None).requestFactory is WebRequest
+    channel = DummyChannel()
+    channel.factory = factory
+    request = WebRequest(channel)
+    assert request._parsePOSTFormSubmission is False
