@@ -42,7 +42,7 @@ class ComparisonPage:
 
 @dataclass(frozen=True)
 class Assignment:
-    lease: Lease
+    lease_id: int
     page: ComparisonPage
 
     @property
@@ -261,16 +261,15 @@ def next_comparison(*, rater: AbstractBaseUser, after_vote: bool = False) -> Ass
     # leases nothing to a rater who still holds one (a second tab), and then that lease is read. A page
     # load usually finds the lease it showed before, so there the read comes first and writes nothing.
     if not after_vote and (lease := _open_lease(rater, now)) is not None:
-        return Assignment(lease=lease, page=comparison_page(lease.comparison_id))
+        return Assignment(lease_id=lease.pk, page=comparison_page(lease.comparison_id))
     picked = _pick_and_lease(params)
     if picked is not None:
         lease_id, page = picked
-        lease = Lease(id=lease_id, comparison_id=page.pk, rater=rater, started_at=now, expires_at=expires_at)
-        return Assignment(lease=lease, page=page)
+        return Assignment(lease_id=lease_id, page=page)
     lease = _open_lease(rater, now)  # another request of theirs may have leased one just now
     if lease is None:
         return None
-    return Assignment(lease=lease, page=comparison_page(lease.comparison_id))
+    return Assignment(lease_id=lease.pk, page=comparison_page(lease.comparison_id))
 
 
 def _lease_for_update(rater: AbstractBaseUser, token: str) -> tuple[int, Lease | None]:

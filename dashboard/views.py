@@ -4,6 +4,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.backends.utils import csrf_input
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import analysis, charts, exports, selectors, services, textdiff
@@ -38,7 +39,12 @@ def _rating_context(
     if session is _READ:
         session = services.active_session(rater=request.user)
     progress = after_vote.progress if after_vote is not None else None
-    context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
+    context = {
+        "session": session,
+        "error": error,
+        "verdicts": Rating.Verdict.choices,
+        "csrf_field": csrf_input(request),  # the panel's forms share one hidden field, rendered once
+    }
     if session is None or session.ended_at is not None:
         last = session or RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
         context["session"] = None

@@ -314,3 +314,23 @@ def test_a_vote_over_k_writes_nothing(rating_client, rater, experiment):
     assert not Rating.objects.filter(rater=rater).exists()
     assert Lease.objects.get(rater=rater, comparison=held).completed_at is None
     assert Comparison.objects.get(pk=held.pk).ratings_count == experiment.raters_per_comparison
+
+
+def test_without_javascript_every_form_carries_its_csrf_token(rater, experiment):
+    """htmx sends the token in a header; a plain form post (no script) relies on the hidden field."""
+    import re
+
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(rater)
+    services.start_session(rater=rater, target=5)
+    html = client.get(reverse("rate")).content.decode()
+    forms = re.findall(r"<form [^>]*method=\"post\".*?</form>", html, re.S)
+    assert len(forms) >= 5
+    assert all('name="csrfmiddlewaretoken"' in form for form in forms)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    vote_url = re.search(r'<form class="verdicts" method="post" action="([^"]+)"', html).group(1)
+    response = client.post(vote_url, {"verdict": "tie", "csrfmiddlewaretoken": token})
+    assert response.status_code == 302 and Rating.objects.filter(rater=rater).count() == 1
+    assert client.post(vote_url, {"verdict": "tie"}).status_code == 403  # and without it, refused
