@@ -393,9 +393,7 @@ def _vote_sql(vendor: str) -> VoteSql:
     close = f"UPDATE {lease} SET completed_at = %s WHERE id = %s"
     write = None
     if vendor == "postgresql":
-        insert, _ = _insert_sql(Rating, vendor)
-        columns, values = insert.split(" VALUES ", 1)
-        values, returning = values.split(" RETURNING ", 1)
+        into, values, pk, _ = _insert_parts(Rating, vendor)
         write = f"""
             WITH counted AS (
                 UPDATE {comparison} SET ratings_count = ratings_count + 1
@@ -403,26 +401,31 @@ def _vote_sql(vendor: str) -> VoteSql:
             ), closed AS (
                 UPDATE {lease} SET completed_at = %s WHERE id = %s AND EXISTS (SELECT 1 FROM counted)
             )
-            {columns} SELECT {values.strip("()")} FROM counted RETURNING {returning}
+            {into} SELECT {values} FROM counted RETURNING {pk}
         """
     return VoteSql(read=read, count=count, close=close, write=write)
 
 
 @cache
-def _insert_sql(model: type[models.Model], vendor: str) -> tuple[str, list[models.Field]]:
+def _insert_parts(model: type[models.Model], vendor: str) -> tuple[str, str, str, list[models.Field]]:
+    """`INSERT INTO table (columns)`, the placeholders, the primary key column and the fields inserted."""
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     q = connection.ops.quote_name
     columns = ", ".join(q(field.column) for field in fields)
-    values = ", ".join(["%s"] * len(fields))
-    table, pk = q(model._meta.db_table), q(model._meta.pk.column)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {pk}"
-    return sql, fields
+    into = f"INSERT INTO {q(model._meta.db_table)} ({columns})"
+    return into, ", ".join(["%s"] * len(fields)), q(model._meta.pk.column), fields
+
+
+@cache
+def _insert_sql(model: type[models.Model], vendor: str) -> str:
+    into, values, pk, _ = _insert_parts(model, vendor)
+    return f"{into} VALUES ({values}) RETURNING {pk}"
 
 
 def _insert_values(instance: models.Model) -> list:
     """`instance`'s values for its model's INSERT, each converted for the database as Model.save would.
     Fields that are set on save (auto_now_add) must be given."""
-    _, fields = _insert_sql(type(instance), connection.vendor)
+    fields = _insert_parts(type(instance), connection.vendor)[3]
     return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
 
 
@@ -434,7 +437,7 @@ def _inserted(instance: models.Model, pk: int) -> None:
 def _insert(cursor, instance: models.Model) -> None:
     """Insert a new row for `instance` with a statement built once per model instead of by the ORM on
     every vote."""
-    cursor.execute(_insert_sql(type(instance), connection.vendor)[0], _insert_values(instance))
+    cursor.execute(_insert_sql(type(instance), connection.vendor), _insert_values(instance))
     _inserted(instance, cursor.fetchone()[0])
 
 
