@@ -1,5 +1,6 @@
 """The logged-in user, read with fixed SQL on every request (see config.sessions for why)."""
 
+import json
 from functools import cache
 
 from django.contrib.auth import get_user_model
@@ -9,8 +10,6 @@ from django.db import connections, router
 
 from config import rows
 
-GROUP_SEPARATOR = "\x1f"  # SQLite joins the group names with it (the unit separator, never in a name)
-
 
 @cache
 def _user_sql(vendor: str, alias: str) -> str:
@@ -18,12 +17,11 @@ def _user_sql(vendor: str, alias: str) -> str:
     User = get_user_model()
     quote = connections[alias].ops.quote_name
     members, groups = quote(User.groups.through._meta.db_table), quote(Group._meta.db_table)
-    names = f"SELECT g.name FROM {members} m JOIN {groups} g ON g.id = m.group_id WHERE m.user_id = u.id"
+    names = f"FROM {members} m JOIN {groups} g ON g.id = m.group_id WHERE m.user_id = u.id"
     if vendor == "postgresql":
-        names = f"ARRAY({names})"
-    else:
-        names = names.replace("SELECT g.name", f"SELECT group_concat(g.name, '{GROUP_SEPARATOR}')", 1)
-        names = f"({names})"
+        names = f"ARRAY(SELECT g.name {names})"
+    else:  # a JSON array: names are text of any kind, separators included
+        names = f"(SELECT json_group_array(g.name) {names})"
     return (
         f"SELECT {rows.columns(User, 'u')}, {names} FROM {quote(User._meta.db_table)} u"
         f" WHERE u.{quote(User._meta.pk.column)} = %s"
@@ -46,6 +44,6 @@ class UserBackend(ModelBackend):
         user = rows.instance(User, row, alias)
         names = row[-1]
         if isinstance(names, str):
-            names = names.split(GROUP_SEPARATOR)
+            names = json.loads(names)
         user.group_names = frozenset(names or ())
         return user if self.user_can_authenticate(user) else None

@@ -21,13 +21,16 @@ class RequestThread(Executor):
     """One worker thread that serves one request at a time, then the next: reused, not made per request.
 
     It counts the calls it has not finished, so a thread still busy with a request whose client went
-    away (Django cancels the wait, not the call) is never lent to another request.
+    away (Django cancels the wait, not the call) is never lent to another request before that call
+    returns (`when_idle`).
     """
 
     def __init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="django-request")
         self.lock = threading.Lock()
         self.unfinished = 0
+        self.on_idle: Callable[[], None] | None = None
+        self.streaming = False  # lent outside the pool's count (RequestThreads.set_aside)
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         with self.lock:
@@ -39,11 +42,24 @@ class RequestThread(Executor):
     def _finished(self, _: Future) -> None:
         with self.lock:
             self.unfinished -= 1
+            callback = self.on_idle if self.unfinished == 0 else None
+            if callback is not None:
+                self.on_idle = None
+        if callback is not None:
+            callback()
 
     @property
     def idle(self) -> bool:
         with self.lock:
             return self.unfinished == 0
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from this thread) once its unfinished calls have returned; now if none."""
+        with self.lock:
+            if self.unfinished:
+                self.on_idle = callback
+                return
+        callback()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
@@ -54,10 +70,14 @@ class RequestThreads:
 
     This is a WSGI server's thread count (gunicorn's `--threads`). Under load Django's handler runs every
     waiting request in a thread of its own, and those threads queue for the GIL at each of a request's
-    database round trips: on the rating loop 25 threads a process served about a quarter fewer votes a second
-    than 2 (ARCHITECTURE.md, "Web processes"). A thread still running the call of a request that was
-    given up (its client went away) is retired rather than lent again; a new one takes its place.
-    Only touched from the event loop.
+    database round trips: on the rating loop 25 threads a process served about a quarter fewer votes a
+    second than 2 (ARCHITECTURE.md, "Web processes"). Each thread holds a database connection while it
+    works, so the count also bounds the connections a process uses.
+
+    A thread still running the call of a request that was given up (its client went away) keeps its
+    place until that call returns, so slow calls never add threads beyond the count. A streamed
+    response (a CSV export, seconds long) is set aside: its thread leaves the count for the rest of the
+    stream, so exports do not hold up the rating pages. Only touched from the event loop.
     """
 
     def __init__(self, size: int) -> None:
@@ -65,7 +85,7 @@ class RequestThreads:
             raise ValueError(f"A web process needs at least one request thread, not {size}.")
         self.size = size
         self.idle: list[RequestThread] = []
-        self.running = 0  # lent out now
+        self.running = 0  # lent out now, or finishing a given-up call
         self.waiting: deque[asyncio.Future] = deque()
 
     async def acquire(self) -> RequestThread:
@@ -85,16 +105,40 @@ class RequestThreads:
             raise
 
     def release(self, thread: RequestThread) -> None:
-        if not thread.idle:
-            thread.shutdown(wait=False)  # it ends when the abandoned call returns
-            thread = RequestThread()
+        if thread.streaming:  # set aside: no longer counted
+            thread.streaming = False
+            if thread.idle and len(self.idle) + self.running < self.size:
+                self.idle.append(thread)
+            else:
+                thread.shutdown(wait=False)
+            return
+        if not thread.idle:  # a given-up call still runs in it: it comes back when that returns
+            loop = asyncio.get_running_loop()
+            thread.when_idle(lambda: _call_soon(loop, self.release, thread))
+            return
+        self._hand_over(thread)
+
+    def set_aside(self, thread: RequestThread) -> None:
+        """Take `thread` out of the count (its request streams a long response); another takes its place."""
+        thread.streaming = True
+        self._hand_over(RequestThread() if self.waiting else None)
+
+    def _hand_over(self, thread: RequestThread | None) -> None:
+        """A place in the count is free: give it (with `thread`) to the first request waiting, else keep
+        `thread` idle."""
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_result(thread)
+                waiter.set_result(thread or RequestThread())
                 return
         self.running -= 1
-        self.idle.append(thread)
+        if thread is not None:
+            self.idle.append(thread)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable, *args) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed (the server stopped): nothing to do
+        loop.call_soon_threadsafe(callback, *args)
 
 
 class SyncASGIHandler(ASGIHandler):
@@ -123,11 +167,11 @@ class SyncASGIHandler(ASGIHandler):
         thread = await self.threads.acquire()
         try:
             async with ThreadSensitiveContext(executor=thread):
-                await self.handle(scope, receive, send)
+                await self.handle(scope, receive, send, thread)
         finally:
             self.threads.release(thread)
 
-    async def handle(self, scope, receive, send) -> None:
+    async def handle(self, scope, receive, send, thread: RequestThread | None = None) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -136,6 +180,8 @@ class SyncASGIHandler(ASGIHandler):
         if not response.streaming:
             await self.send_response(response, send)  # a client gone by now is ignored by the server
             return
+        if thread is not None:
+            self.threads.set_aside(thread)
         try:
             await self.stream(response, receive, send)
         finally:

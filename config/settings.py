@@ -228,10 +228,11 @@ DATABASES = {
     else sqlite_database(DATA_DIR / "depth-arena.sqlite3")
 }
 _pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
-if _pool and _pool["max_size"] < WEB_THREADS:
+if _pool and _pool["max_size"] < WEB_THREADS + 1:
     raise ImproperlyConfigured(
-        f"DATABASE_POOL_MAX={_pool['max_size']} is below DEPTH_ARENA_WEB_THREADS={WEB_THREADS}: each request "
-        "thread holds a database connection. Raise DATABASE_POOL_MAX or lower DEPTH_ARENA_WEB_THREADS."
+        f"DATABASE_POOL_MAX={_pool['max_size']} leaves no connection beside DEPTH_ARENA_WEB_THREADS="
+        f"{WEB_THREADS}: each request thread holds one, and the WebSocket consumers need one more. Raise "
+        "DATABASE_POOL_MAX or lower DEPTH_ARENA_WEB_THREADS."
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

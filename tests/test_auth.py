@@ -109,6 +109,7 @@ def test_the_raters_check_uses_the_groups_read_with_the_user_or_else_asks_the_da
     rater, django_assert_num_queries
 ):
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
 
     from config.auth import UserBackend
     from dashboard.permissions import is_rater
@@ -120,6 +121,8 @@ def test_the_raters_check_uses_the_groups_read_with_the_user_or_else_asks_the_da
     with django_assert_num_queries(1):
         assert is_rater(plain)
     rater.groups.clear()
+    rater.groups.add(Group.objects.create(name="x\x1fraters,"))  # separators inside a name stay inside
     user = UserBackend().get_user(rater.pk)
+    assert user.group_names == frozenset({"x\x1fraters,"})
     with django_assert_num_queries(0):
         assert not is_rater(user)

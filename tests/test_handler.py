@@ -93,6 +93,7 @@ def test_a_csv_export_streams_through_the_handler(viewer, tiny_model_path):
     assert response["status"] == 200, response
     assert header(response, b"content-type").startswith(b"text/csv")
     assert response["body"].startswith(b"experiment,")
+    assert django_asgi_app.threads.running == 0 and django_asgi_app.threads.idle
 
 
 def test_requests_reuse_an_idle_worker_thread():
@@ -166,18 +167,59 @@ def test_a_request_given_up_while_waiting_takes_no_thread_with_it():
     run_async(scenario())
 
 
-def test_a_thread_still_running_a_given_up_call_is_replaced_not_lent_again():
+def test_a_thread_still_running_a_given_up_call_keeps_its_place_until_the_call_returns():
+    """A request given up while its view still runs (the client went away) must not free a place for a
+    new thread: slow calls would then pile up threads, each holding a database connection."""
+
     async def scenario() -> None:
         threads = RequestThreads(1)
         busy = await threads.acquire()
         release = threading.Event()
         busy.submit(release.wait, 10)  # a view still running for a client that went away
         threads.release(busy)
-        fresh = await threads.acquire()
-        assert fresh is not busy and fresh.idle
+        assert threads.running == 1 and not threads.idle
+        next_request = asyncio.ensure_future(threads.acquire())
+        await asyncio.sleep(0.05)
+        assert not next_request.done()  # the place is still taken
         release.set()
-        threads.release(fresh)
-        fresh.shutdown()
+        assert await asyncio.wait_for(next_request, 5) is busy  # and the thread comes back with it
+        threads.release(busy)
+        assert threads.running == 0 and threads.idle == [busy]
+        busy.shutdown()
+
+    run_async(scenario())
+
+
+def test_a_request_given_up_just_after_a_thread_was_handed_to_it_gives_the_thread_back():
+    async def scenario() -> None:
+        threads = RequestThreads(1)
+        lent = await threads.acquire()
+        waiting = asyncio.ensure_future(threads.acquire())
+        await asyncio.sleep(0.05)
+        threads.release(lent)  # hands the thread to the waiting request...
+        waiting.cancel()  # ...which is given up before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert threads.running == 0 and threads.idle == [lent]
+        lent.shutdown()
+
+    run_async(scenario())
+
+
+def test_a_streamed_response_leaves_the_count_while_it_streams():
+    async def scenario() -> None:
+        threads = RequestThreads(1)
+        exporting = await threads.acquire()
+        waiting = asyncio.ensure_future(threads.acquire())
+        await asyncio.sleep(0.05)
+        threads.set_aside(exporting)  # its response turned out to be a long stream
+        other = await asyncio.wait_for(waiting, 5)
+        assert other is not exporting and threads.running == 1
+        threads.release(exporting)  # the stream ended
+        threads.release(other)
+        assert threads.running == 0 and len(threads.idle) == 1
+        exporting.shutdown()
+        other.shutdown()
 
     run_async(scenario())
 
