@@ -23,7 +23,7 @@ def _user_sql(vendor: str, alias: str) -> str:
     else:  # a JSON array: names are text of any kind, separators included
         names = f"(SELECT json_group_array(g.name) {names})"
     return (
-        f"SELECT {rows.columns(User, 'u')}, {names} FROM {quote(User._meta.db_table)} u"
+        f"SELECT {rows.columns(User, 'u', alias)}, {names} FROM {quote(User._meta.db_table)} u"
         f" WHERE u.{quote(User._meta.pk.column)} = %s"
     )
 

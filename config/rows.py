@@ -11,9 +11,10 @@ from functools import cache
 from django.db import connections, models
 
 
-def columns(model: type[models.Model], table: str = "") -> str:
-    """The model's concrete columns by name, in field order, optionally qualified by a table alias."""
-    quote = connections["default"].ops.quote_name
+def columns(model: type[models.Model], table: str = "", alias: str = "default") -> str:
+    """The model's concrete columns by name, in field order, optionally qualified by a table alias, quoted
+    for the database `alias`."""
+    quote = connections[alias].ops.quote_name
     prefix = f"{table}." if table else ""
     return ", ".join(prefix + quote(field.column) for field in model._meta.concrete_fields)
 
