@@ -32,13 +32,16 @@ app.autodiscover_tasks()
 def use_plain_database_connections(**_: object) -> None:
     """Workers run one job at a time on one connection, so they gain nothing from Django's pool, and
     Celery's Django fix-up closes that pool after every task (celery#10554). Connect plainly instead;
-    the web process keeps its pool.
+    the web process keeps its pool. Django then checks a connection before reusing it (the pool's cheaper
+    check goes with the pool: config.postgresql).
     """
     from django.db import connections
 
     for alias in connections:
         connections[alias].close()
-        connections[alias].settings_dict.get("OPTIONS", {}).pop("pool", None)
+        settings_dict = connections[alias].settings_dict
+        if settings_dict.get("OPTIONS", {}).pop("pool", None) is not None:
+            settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
 import evaluator.heartbeat  # noqa: E402, F401  (worker heartbeats: connects the Celery worker signals)

@@ -79,14 +79,15 @@ def database_from_url(name: str, url: str) -> dict:
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
         options.update(statement_options(name, options.pop("server_side_binding", "true")))
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "config.postgresql",
             "NAME": unquote(parsed.path.lstrip("/")),
             "USER": unquote(parsed.username or ""),
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            # A connection is checked before use, so web and workers carry on after PostgreSQL restarts.
-            "CONN_HEALTH_CHECKS": True,
+            # A connection is checked before use, so web and workers carry on after PostgreSQL restarts:
+            # a pooled one by config.postgresql without a round trip, so not by Django (see config.celery).
+            "CONN_HEALTH_CHECKS": False,
             # Django's own psycopg 3 pool in the web process (Celery workers connect plainly).
             "OPTIONS": {
                 "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1)},

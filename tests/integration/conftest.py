@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def database_url() -> str:
     db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
+    if connection.vendor != "postgresql":
         pytest.skip("the worker integration test runs against PostgreSQL (make test sets DATABASE_URL)")
     port = f":{db['PORT']}" if db["PORT"] else ""
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
