@@ -334,3 +334,26 @@ def test_without_javascript_every_form_carries_its_csrf_token(rater, experiment)
     response = client.post(vote_url, {"verdict": "tie", "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and Rating.objects.filter(rater=rater).count() == 1
     assert client.post(vote_url, {"verdict": "tie"}).status_code == 403  # and without it, refused
+
+
+def test_htmx_posts_carry_the_token_in_a_header_and_swapped_panels_need_no_field(rater, experiment):
+    """The page's <body> gives htmx the token (hx-headers); the panels it swaps in carry no hidden field,
+    and the next post, sent with the header alone, is accepted."""
+    import re
+
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(rater)
+    services.start_session(rater=rater, target=5)
+    html = client.get(reverse("rate")).content.decode()
+    token = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', html).group(1)
+    headers = {**HTMX, "X-CSRFToken": token}
+    for _ in range(2):
+        vote_url = re.search(r'<form class="verdicts" method="post" action="([^"]+)"', html).group(1)
+        response = client.post(vote_url, {"verdict": "tie"}, headers=headers)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "csrfmiddlewaretoken" not in html
+    assert Rating.objects.filter(rater=rater).count() == 2
+    assert client.post(vote_url, {"verdict": "tie"}, headers=HTMX).status_code == 403  # no header: refused
