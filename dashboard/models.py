@@ -29,6 +29,10 @@ class RatingSession(models.Model):
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_seconds = models.FloatField(default=0.0)
     ended_at = models.DateTimeField(null=True, blank=True)
+    votes_before = models.PositiveIntegerField(
+        default=0,
+        help_text="The rater's votes before this session began.",
+    )
 
     class Meta:
         indexes = [models.Index(fields=["rater", "ended_at"])]

@@ -383,7 +383,7 @@ def _vote_sql(vendor: str) -> VoteSql:
     read = f"""
         SELECT l.id, l.started_at, l.completed_at, c.id, c.experiment_id, c.gold_side,
                e.raters_per_comparison, e.criteria, e.min_seconds_per_vote,
-               votes.*  -- the four counts of _summary_sql; no table's columns
+               votes.*  -- the three counts of _summary_sql; no table's columns
         FROM {lease} l JOIN {comparison} c ON c.id = l.comparison_id
             JOIN {experiment} e ON e.id = c.experiment_id
             CROSS JOIN ({_summary_sql(vendor)}) votes
@@ -450,16 +450,14 @@ def _aware(value):
 
 @dataclass(frozen=True)
 class VoteCounts:
-    """The rater's votes, counted as the session summary counts them."""
+    """The votes of the rater's session, counted as the session summary counts them."""
 
-    all_votes: int
-    done: int  # in the session
+    done: int
     gold_seen: int
     gold_correct: int
 
     def plus(self, rating: Rating) -> "VoteCounts":
         return VoteCounts(
-            all_votes=self.all_votes + 1,
             done=self.done + 1,
             gold_seen=self.gold_seen + (rating.gold_correct is not None),
             gold_correct=self.gold_correct + bool(rating.gold_correct),
@@ -591,7 +589,11 @@ def start_session(*, rater: AbstractBaseUser, target: int = DEFAULT_SESSION_TARG
     with transaction.atomic():
         now = timezone.now()
         RatingSession.objects.filter(rater=rater, ended_at__isnull=True).update(ended_at=now)
-        return RatingSession.objects.create(rater=rater, target=target, started_at=now)
+        # The rater's votes so far are counted once here; each vote then counts only its session's rows.
+        votes_before = Rating.objects.filter(rater=rater).count()
+        return RatingSession.objects.create(
+            rater=rater, target=target, started_at=now, votes_before=votes_before
+        )
 
 
 def pause_session(*, rater: AbstractBaseUser) -> RatingSession:
@@ -644,13 +646,13 @@ class SessionSummary:
 
 @cache
 def _summary_sql(vendor: str) -> str:
+    """The session's votes counted (rows of this session only, however many the rater has cast before)."""
     rating = connection.ops.quote_name(Rating._meta.db_table)
     return f"""
         SELECT COUNT(*),
-               COUNT(CASE WHEN session_id = %(session)s THEN 1 END),
-               COUNT(CASE WHEN session_id = %(session)s AND gold_correct IS NOT NULL THEN 1 END),
-               COUNT(CASE WHEN session_id = %(session)s AND gold_correct THEN 1 END)
-        FROM {rating} WHERE rater_id = %(rater)s
+               COUNT(CASE WHEN gold_correct IS NOT NULL THEN 1 END),
+               COUNT(CASE WHEN gold_correct THEN 1 END)
+        FROM {rating} WHERE session_id = %(session)s
     """
 
 
@@ -660,7 +662,7 @@ def session_summary(session: RatingSession) -> SessionSummary:
     Written as SQL: every vote shows it, and the ORM's aggregate with filtered counts took longer to
     build than to run. A vote counts them in its first statement instead (VoteCounts)."""
     with connection.cursor() as cursor:
-        cursor.execute(_summary_sql(connection.vendor), {"session": session.pk, "rater": session.rater_id})
+        cursor.execute(_summary_sql(connection.vendor), {"session": session.pk})
         return _summary(session, VoteCounts(*cursor.fetchone()))
 
 
@@ -672,5 +674,5 @@ def _summary(session: RatingSession, counts: VoteCounts) -> SessionSummary:
         seconds=max(0.0, (end - session.started_at).total_seconds() - session.paused_seconds),
         gold_seen=counts.gold_seen,
         gold_correct=counts.gold_correct,
-        all_votes=counts.all_votes,
+        all_votes=session.votes_before + counts.done,
     )

@@ -357,3 +357,29 @@ def test_htmx_posts_carry_the_token_in_a_header_and_swapped_panels_need_no_field
         assert "csrfmiddlewaretoken" not in html
     assert Rating.objects.filter(rater=rater).count() == 2
     assert client.post(vote_url, {"verdict": "tie"}, headers=HTMX).status_code == 403  # no header: refused
+
+
+def test_a_session_counts_its_own_votes_and_remembers_the_raters_earlier_ones(rater, tiny_model_path):
+    """The rater's total is the votes before the session plus the session's: a vote counts only its
+    session's rows, however many the rater cast before. The migration fills in stored sessions."""
+    import importlib
+
+    from django.apps import apps
+
+    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4, 8))
+    run_generations(experiment)
+    sessions = []
+    for target in (2, 1, 5):
+        sessions.append(services.start_session(rater=rater, target=target))
+        for _ in range(min(target, 2)):
+            page = services.next_comparison(rater=rater).page
+            services.submit_rating(rater=rater, token=page.token, verdict="tie")
+    assert [s.votes_before for s in sessions] == [0, 2, 3]
+    assert services.session_summary(sessions[2]).all_votes == 5
+    assert services.session_summary(sessions[2]).done == 2
+
+    RatingSession.objects.update(votes_before=0)
+    migration = importlib.import_module("dashboard.migrations.0002_session_votes_before")
+    migration.count_earlier_votes(apps, None)
+    stored = RatingSession.objects.order_by("started_at").values_list("votes_before", flat=True)
+    assert list(stored) == [0, 2, 3]
