@@ -315,9 +315,8 @@ def submit_rating(
     """Store one vote in the rater's active session (which ends at its target). Submitting the same vote
     twice stores it once and returns the first. The vote view uses vote_and_next."""
     _check_verdict(verdict)
-    session = active_session(rater=rater)
     with transaction.atomic():
-        rating, counts = _store_vote(rater, token, verdict, comment, criteria, session)
+        rating, session, counts = _store_vote(rater, token, verdict, comment, criteria)
         if session is not None:
             _progress_after_vote(session, counts)
     return rating
@@ -326,6 +325,7 @@ def submit_rating(
 @dataclass(frozen=True)
 class AfterVote:
     rating: Rating
+    session: RatingSession | None  # the rater's session the vote counted in, as the vote left it
     progress: "SessionSummary | None"  # the session's, counting this vote
     assignment: Assignment | None  # the next comparison, when the session goes on
 
@@ -333,26 +333,24 @@ class AfterVote:
 def vote_and_next(
     *,
     rater: AbstractBaseUser,
-    session: RatingSession | None,
     token: str,
     verdict: str,
     comment: str = "",
     criteria: dict[str, str] | None = None,
 ) -> AfterVote:
-    """Store a vote and hand the rater their next comparison in one transaction: one commit, not two.
-
-    `session` is the rater's active session as the caller read it. As with submit_rating, a vote sent
-    twice is stored once; the second sees the comparison the first handed out.
+    """Store a vote in the rater's active session and hand them their next comparison, in one
+    transaction: one commit, not two. As with submit_rating, a vote sent twice is stored once; the
+    second sees the comparison the first handed out.
     """
     _check_verdict(verdict)
     with transaction.atomic():
-        rating, counts = _store_vote(rater, token, verdict, comment, criteria, session)
+        rating, session, counts = _store_vote(rater, token, verdict, comment, criteria)
         if session is None:
-            return AfterVote(rating=rating, progress=None, assignment=None)
+            return AfterVote(rating=rating, session=None, progress=None, assignment=None)
         progress = _progress_after_vote(session, counts)
         going_on = session.ended_at is None and session.paused_at is None
         assignment = next_comparison(rater=rater, after_vote=True) if going_on else None
-    return AfterVote(rating=rating, progress=progress, assignment=assignment)
+    return AfterVote(rating=rating, session=session, progress=progress, assignment=assignment)
 
 
 @dataclass(frozen=True)
@@ -361,7 +359,8 @@ class VoteSql:
     select_related with only() and two updates) than the database spent running them.
 
     `read` locks the lease (on PostgreSQL; SQLite has one writer at a time) and reads with it what the
-    vote needs of its comparison and experiment, and the rater's votes so far for the session's progress.
+    vote needs of its comparison and experiment, the rater's active session, and the session's votes so
+    far for its progress.
     The count goes up only while it is under k, so concurrent votes on one comparison queue on its row and
     the one that would go over changes nothing. On PostgreSQL `write` counts, closes the lease and inserts
     the rating in one statement (data-modifying CTEs), writing nothing when the count is at k; SQLite
@@ -380,13 +379,17 @@ def _vote_sql(vendor: str) -> VoteSql:
     lease, comparison = q(Lease._meta.db_table), q(Comparison._meta.db_table)
     experiment = q(Experiment._meta.db_table)
     lock = " FOR UPDATE OF l" if vendor == "postgresql" else ""
+    rating, session = q(Rating._meta.db_table), q(RatingSession._meta.db_table)
     read = f"""
         SELECT l.id, l.started_at, l.completed_at, c.id, c.experiment_id, c.gold_side,
                e.raters_per_comparison, e.criteria, e.min_seconds_per_vote,
-               votes.*  -- the three counts of _summary_sql; no table's columns
+               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id),
+               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id AND r.gold_correct IS NOT NULL),
+               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id AND r.gold_correct),
+               {rows.columns(RatingSession, "s")}
         FROM {lease} l JOIN {comparison} c ON c.id = l.comparison_id
             JOIN {experiment} e ON e.id = c.experiment_id
-            CROSS JOIN ({_summary_sql(vendor)}) votes
+            LEFT JOIN {session} s ON s.id = ({_active_session_id_sql(vendor)})
         WHERE c.token = %(token)s AND l.rater_id = %(rater)s{lock}
     """
     count = f"UPDATE {comparison} SET ratings_count = ratings_count + 1 WHERE id = %s AND ratings_count < %s"
@@ -470,19 +473,20 @@ def _store_vote(
     verdict: str,
     comment: str,
     criteria: dict[str, str] | None,
-    session: RatingSession | None,
-) -> tuple[Rating, VoteCounts | None]:
-    """The vote's writes, in the caller's transaction, and the rater's votes counting this one. A
-    repeated vote returns the stored one, without counts."""
+) -> tuple[Rating, RatingSession | None, VoteCounts | None]:
+    """The vote's writes, in the caller's transaction; the rater's active session, which the vote counts
+    in; and the session's votes counting this one. A repeated vote returns the stored one, without
+    counts."""
     now = timezone.now()
     sql = _vote_sql(connection.vendor)
     with connection.cursor() as cursor:
-        cursor.execute(sql.read, {"token": token, "rater": rater.pk, "session": session and session.pk})
+        cursor.execute(sql.read, {"token": token, "rater": rater.pk})
         row = cursor.fetchone()
         if row is None or row[2] is not None:
-            return _repeated_vote(rater, token), None
+            return _repeated_vote(rater, token), active_session(rater=rater), None
         lease_id, started_at, _, comparison_id, experiment_id, gold_side, k, asked, min_seconds = row[:9]
-        before = VoteCounts(*row[9:])
+        before = VoteCounts(*row[9:12])
+        session = rows.instance(RatingSession, row[12:], connection.alias) if row[12] is not None else None
         cleaned = _clean_criteria(_criteria_from_db(asked), criteria or {})
         seconds = (now - _aware(started_at)).total_seconds()
         gold_correct = None
@@ -514,7 +518,7 @@ def _store_vote(
             _insert(cursor, rating)
             cursor.execute(sql.close, [closed_at, lease_id])
     transaction.on_commit(lambda: events.votes_cast(experiment_id))
-    return rating, before.plus(rating)
+    return rating, session, before.plus(rating)
 
 
 def _progress_after_vote(session: RatingSession, counts: VoteCounts | None) -> "SessionSummary":
@@ -581,6 +585,14 @@ def _active_session_sql(vendor: str) -> str:
         f"SELECT {rows.columns(RatingSession)} FROM {table}"
         " WHERE rater_id = %s AND ended_at IS NULL ORDER BY started_at DESC LIMIT 1"
     )
+
+
+@cache
+def _active_session_id_sql(vendor: str) -> str:
+    """The id of the rater `%(rater)s`'s active session, as a subquery (the vote's read)."""
+    table = connection.ops.quote_name(RatingSession._meta.db_table)
+    where = "rater_id = %(rater)s AND ended_at IS NULL"
+    return f"SELECT id FROM {table} WHERE {where} ORDER BY started_at DESC LIMIT 1"
 
 
 def start_session(*, rater: AbstractBaseUser, target: int = DEFAULT_SESSION_TARGET) -> RatingSession:

@@ -93,22 +93,21 @@ def rate(request: HttpRequest) -> HttpResponse:
 @require_POST
 @rater_required
 def vote(request: HttpRequest, token: str) -> HttpResponse:
-    # The rater's session is read once: the vote counts in it, and the next page shows its progress.
-    session = services.active_session(rater=request.user)
+    # The vote reads the rater's session (in its first statement): it counts in it, and the next page
+    # shows its progress.
     try:
         after_vote = services.vote_and_next(
             rater=request.user,
-            session=session,
             token=token,
             verdict=request.POST.get("verdict", ""),
             comment=request.POST.get("comment", ""),
             criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
         )
     except services.RatingError as exc:
-        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400, session=session)
+        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400)
     if not request.htmx:
         return redirect("rate")
-    return _render_rating(request, session=session, after_vote=after_vote)
+    return _render_rating(request, session=after_vote.session, after_vote=after_vote)
 
 
 @require_POST

@@ -38,12 +38,10 @@ def crafted_experiment(model_path, name: str, prompts: int, depths: tuple[int, .
 def rate_until_done(rater, errors: list[str]) -> None:
     """As the vote view does: each vote's transaction also leases the rater's next comparison."""
     try:
-        session = services.start_session(rater=rater, target=1000)
+        services.start_session(rater=rater, target=1000)
         assignment = services.next_comparison(rater=rater)
         while assignment is not None:
-            after = services.vote_and_next(
-                rater=rater, session=session, token=assignment.page.token, verdict="left"
-            )
+            after = services.vote_and_next(rater=rater, token=assignment.page.token, verdict="left")
             assignment = after.assignment
     except Exception as exc:  # reported by the test, with the rater's name
         errors.append(f"{rater.username}: {type(exc).__name__}: {exc}")
@@ -84,7 +82,7 @@ def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
     crafted_experiment(tiny_model_path, "pair", prompts=10, depths=(1, 2))
     rater = django_user_model.objects.create_user("pair")
     rater.groups.add(raters_group)
-    session = services.start_session(rater=rater, target=1000)
+    services.start_session(rater=rater, target=1000)
     errors: list[str] = []
 
     def act(action, token: str) -> None:
@@ -98,7 +96,7 @@ def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
             connections.close_all()
 
     def vote(token: str) -> None:
-        services.vote_and_next(rater=rater, session=session, token=token, verdict="tie")
+        services.vote_and_next(rater=rater, token=token, verdict="tie")
 
     def skip(token: str) -> None:
         services.skip_comparison(rater=rater, token=token)
