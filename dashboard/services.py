@@ -649,7 +649,7 @@ class SessionSummary:
     seconds: float
     gold_seen: int
     gold_correct: int
-    all_votes: int  # the rater's votes in every session
+    all_votes: int  # the rater's votes: those before the session began (votes_before) and the session's
 
     @property
     def gold_accuracy(self) -> float | None:
@@ -669,7 +669,7 @@ def _summary_sql(vendor: str) -> str:
 
 
 def session_summary(session: RatingSession) -> SessionSummary:
-    """The session's progress and the rater's votes in all, counted in one statement.
+    """The session's progress and the rater's votes in all, from one statement over the session's rows.
 
     Written as SQL: every vote shows it, and the ORM's aggregate with filtered counts took longer to
     build than to run. A vote counts them in its first statement instead (VoteCounts)."""

@@ -5,7 +5,10 @@ Django checks a connection it takes from its psycopg 3 pool by sending the serve
 resting in the pool has nothing to read, though, while one that the server has dropped (a restart,
 `pg_terminate_backend`, an idle timeout) has the server's last message or the end of the stream waiting
 on its socket. So a pooled connection is asked only when its socket has something to read, and one that
-fails is thrown away for another. Go's MySQL driver checks a reused connection the same way.
+fails is thrown away for another. Go's MySQL driver checks a reused connection the same way. A server
+that vanished without closing the connection (a host gone, no FIN) shows nothing on the socket: the
+first statement then fails, as it would after Django's check, and the pool's max_idle bounds how long a
+connection rests unchecked.
 
 Settings turn Django's check off where the pool is on (config.settings); connections outside a pool (the
 Celery workers) keep Django's own check.
@@ -18,12 +21,14 @@ from psycopg import Error
 
 
 def has_input(connection) -> bool:
-    """Whether the server has sent something on a connection that sent no query: news of its end."""
+    """Whether the server has sent something on a connection that sent no query: news of its end.
+    (poll, not select: a busy process's descriptors go past select's 1024.)"""
     try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, Error):  # closed already
         return True
-    return bool(readable)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
