@@ -379,17 +379,16 @@ def _vote_sql(vendor: str) -> VoteSql:
     lease, comparison = q(Lease._meta.db_table), q(Comparison._meta.db_table)
     experiment = q(Experiment._meta.db_table)
     lock = " FOR UPDATE OF l" if vendor == "postgresql" else ""
-    rating, session = q(Rating._meta.db_table), q(RatingSession._meta.db_table)
+    session, active = q(RatingSession._meta.db_table), _active_session_id_sql(vendor)
     read = f"""
         SELECT l.id, l.started_at, l.completed_at, c.id, c.experiment_id, c.gold_side,
                e.raters_per_comparison, e.criteria, e.min_seconds_per_vote,
-               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id),
-               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id AND r.gold_correct IS NOT NULL),
-               (SELECT COUNT(*) FROM {rating} r WHERE r.session_id = s.id AND r.gold_correct),
+               votes.*,  -- the three counts of _summary_sql; no table's columns
                {rows.columns(RatingSession, "s")}
         FROM {lease} l JOIN {comparison} c ON c.id = l.comparison_id
             JOIN {experiment} e ON e.id = c.experiment_id
-            LEFT JOIN {session} s ON s.id = ({_active_session_id_sql(vendor)})
+            LEFT JOIN {session} s ON s.id = ({active})
+            CROSS JOIN ({_summary_sql(vendor, f"({active})")}) votes
         WHERE c.token = %(token)s AND l.rater_id = %(rater)s{lock}
     """
     count = f"UPDATE {comparison} SET ratings_count = ratings_count + 1 WHERE id = %s AND ratings_count < %s"
@@ -657,14 +656,15 @@ class SessionSummary:
 
 
 @cache
-def _summary_sql(vendor: str) -> str:
-    """The session's votes counted (rows of this session only, however many the rater has cast before)."""
+def _summary_sql(vendor: str, session: str = "%(session)s") -> str:
+    """The votes of the session whose id is the SQL expression `session` counted: its rows only, however
+    many the rater has cast before."""
     rating = connection.ops.quote_name(Rating._meta.db_table)
     return f"""
         SELECT COUNT(*),
                COUNT(CASE WHEN gold_correct IS NOT NULL THEN 1 END),
                COUNT(CASE WHEN gold_correct THEN 1 END)
-        FROM {rating} WHERE session_id = %(session)s
+        FROM {rating} WHERE session_id = {session}
     """
 
 
