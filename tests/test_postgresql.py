@@ -38,7 +38,10 @@ def checks_counted(db, monkeypatch) -> list:
 
 def admin_connection(db) -> psycopg.Connection:
     s = db.settings_dict
-    return psycopg.connect(dbname=s["NAME"], user=s["USER"], host=s["HOST"], port=s["PORT"] or None)
+    # autocommit: pg_stat_activity is read once per transaction, so a loop in one would never see a change
+    return psycopg.connect(
+        dbname=s["NAME"], user=s["USER"], host=s["HOST"], port=s["PORT"] or None, autocommit=True
+    )
 
 
 def test_a_healthy_pooled_connection_is_reused_without_a_round_trip(pooled_db, monkeypatch):
