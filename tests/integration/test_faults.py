@@ -222,6 +222,13 @@ def test_a_worker_killed_mid_batch_runs_its_job_again_and_writes_every_output_on
             timeout=300,
             message="the outputs were not all written after the worker's child was killed",
         )
+        # The job is marked done just after its last batch is written: stopping the worker in between
+        # would interrupt it again.
+        wait_for(
+            lambda: not Job.objects.filter(experiment=experiment).exclude(status=Job.Status.DONE).exists(),
+            timeout=60,
+            message="the jobs were not marked done after every output was written",
+        )
         replacement = wait_for(lambda: child_of(worker.pid), timeout=60, message="no new pool process")
     finally:
         stop_worker(worker)
