@@ -4,10 +4,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import expect
 
 # Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make there are
 # ordinary blocking calls on their own connection, which is what this switch allows.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+# The same patience for `expect(...)` as for the pages' own waits (its default is 5 s): a loaded 2-core CI
+# machine can take longer to swap a panel.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

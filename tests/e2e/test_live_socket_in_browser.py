@@ -19,7 +19,6 @@ from evaluator import events
 from tests.dashboard.results_data import experiment_with_outputs
 from tests.e2e.conftest import log_in
 from tests.integration.conftest import ROOT, database_url
-from tests.waiting import wait_for
 
 
 def elsewhere(work) -> None:
@@ -76,14 +75,14 @@ def test_a_vote_stored_elsewhere_reaches_an_open_page_over_the_websocket(
     context = browser.new_context(base_url=daphne)
     page = context.new_page()
     page.set_default_timeout(30_000)
-    sockets = []
-    page.on("websocket", lambda socket: sockets.append(socket))
     try:
         log_in(page, "dave", "password-dave")
-        page.goto(f"/results/{experiment.pk}/")
+        # Playwright delivers events only while it waits itself, never during a time.sleep: wait through it.
+        with page.expect_websocket(timeout=10_000) as opened:
+            page.goto(f"/results/{experiment.pk}/")
+        socket = opened.value
         assert page.locator(".vote-count").inner_text() == "0"
-        wait_for(lambda: sockets, timeout=10, message="the page opened no WebSocket")
-        assert sockets[0].url.endswith(f"/ws/experiments/{experiment.pk}/")
+        assert socket.url.endswith(f"/ws/experiments/{experiment.pk}/")
 
         def vote():
             assignment = next_comparison(rater=rater)
@@ -96,6 +95,6 @@ def test_a_vote_stored_elsewhere_reaches_an_open_page_over_the_websocket(
             assert time.monotonic() < deadline, "the vote did not reach the page over the WebSocket"
             elsewhere(lambda: events.experiment_changed(experiment.pk))
             page.wait_for_timeout(500)
-        assert not sockets[0].is_closed()
+        assert not socket.is_closed()
     finally:
         context.close()

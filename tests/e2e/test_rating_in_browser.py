@@ -29,6 +29,16 @@ def session_count(page) -> str:
     return page.locator(".bar .progress strong").first.inner_text()
 
 
+def wait_for_next_panel(page, token: str) -> None:
+    """Wait until the panel of the comparison with this token has been swapped for the next one.
+
+    The server commits before the browser swaps, so the database alone says nothing about which panel a
+    key pressed next would reach.
+    """
+    page.wait_for_selector(f"#panel form[hx-post*='{token}']", state="detached")
+    page.wait_for_selector("#panel .outputs, #panel .empty")
+
+
 def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, experiment):
     log_in(page, "bob", "password-bob")
     page.wait_for_selector("text=Start rating")
@@ -49,7 +59,7 @@ def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, exper
     wait_for(
         lambda: Lease.objects.get(rater=rater, comparison=skipped).skipped, timeout=10, message="no skip"
     )
-    page.wait_for_selector("#panel .outputs")
+    wait_for_next_panel(page, skipped.token)
 
     flagged = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison
     page.keyboard.press("f")
@@ -60,7 +70,7 @@ def test_a_rater_rates_with_the_keyboard_only_skips_and_flags(page, rater, exper
         timeout=10,
         message="the flag was not stored",
     )
-    page.wait_for_selector("#panel .outputs")
+    wait_for_next_panel(page, flagged.token)
     assert session_count(page) == "5"
     assert Rating.objects.filter(rater=rater).count() == 5
     assert page.console_errors == []
@@ -81,12 +91,14 @@ def test_hostile_model_output_runs_nothing(browser, live_server, rater, experime
     for _ in range(3):
         assert page.locator(".output .text").first.inner_text().startswith("<script>")
         assert page.evaluate("window.pwned === undefined")
-        before = Rating.objects.filter(rater=rater).count()
+        token = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison.token
         page.keyboard.press("3")
         wait_for(
-            lambda b=before: Rating.objects.filter(rater=rater).count() > b, timeout=10, message="no vote"
+            lambda t=token: Rating.objects.filter(rater=rater, comparison__token=t).exists(),
+            timeout=10,
+            message="no vote",
         )
-        page.wait_for_selector("#panel .outputs, #panel .empty")
+        wait_for_next_panel(page, token)
     assert dialogs == []
     assert page.evaluate("document.querySelectorAll('.output img, .output script').length") == 0
     context.close()

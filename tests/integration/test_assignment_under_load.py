@@ -67,6 +67,7 @@ def test_concurrent_raters_give_every_comparison_exactly_k_votes(
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a rater was still voting after two minutes"
     assert errors == []
 
     counts = Comparison.objects.filter(experiment=experiment).annotate(n=Count("ratings"))
@@ -107,5 +108,6 @@ def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
             thread.start()
         for thread in pair:
             thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in pair), "a vote or a skip hung for 30 s"
     assert errors == []
     assert not Lease.objects.filter(rater=rater, completed_at__isnull=True).exists()

@@ -308,6 +308,11 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 timeout=180,
                 message="the worker did not finish before the restart",
             )
+            wait_for(
+                lambda: not Job.objects.filter(experiment=before).exclude(status=Job.Status.DONE).exists(),
+                timeout=60,
+                message="the jobs were not marked done after their outputs were written",
+            )
             assert http_status(f"{base}/jobs/", cookie) == 200
 
             restart_postgresql()
@@ -320,6 +325,11 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 ),
                 timeout=180,
                 message="the worker did not reconnect to PostgreSQL after the restart",
+            )
+            wait_for(
+                lambda: not Job.objects.filter(experiment=after).exclude(status=Job.Status.DONE).exists(),
+                timeout=60,
+                message="the jobs were not marked done after their outputs were written",
             )
             # The web process's first request since the restart is answered: it replaced its dead connections.
             assert http_status(f"{base}/jobs/", cookie) == 200
