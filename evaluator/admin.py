@@ -5,6 +5,7 @@ fields, import prompts, build an experiment (by hand or from a preset), schedule
 retry it, and watch its progress and the time it still needs.
 """
 
+import json
 import re
 from typing import Any
 
@@ -104,6 +105,7 @@ DEPTH_CHOICES = [
     ("dynamic", "dynamic: per token, the fewest experts whose router probability reaches p"),
 ]
 CONTEXT_CHOICES = [("native", "native window"), ("yarn", "YaRN: native window × factor")]
+CONTEXT_FIELDS = {"native": [], "yarn": ["factor"]}
 DEPTH_FIELDS = {
     "fixed": ["k"],
     "by_category": ["mapping", "default_k"],
@@ -141,7 +143,12 @@ def format_mapping(mapping: dict[str, int]) -> str:
 class VariantForm(forms.ModelForm):
     """An arm in plain fields: the depth policy and the context configuration, checked against the model."""
 
-    depth_kind = forms.ChoiceField(label="Expert depth", choices=DEPTH_CHOICES, initial="fixed")
+    depth_kind = forms.ChoiceField(
+        label="Expert depth",
+        choices=DEPTH_CHOICES,
+        initial="fixed",
+        widget=forms.Select(attrs={"data-kind-fields": json.dumps(DEPTH_FIELDS)}),
+    )
     k = forms.IntegerField(label="k", required=False, help_text="Experts per token.")
     mapping = forms.CharField(
         label="k per label",
@@ -155,7 +162,12 @@ class VariantForm(forms.ModelForm):
     )
     k_min = forms.IntegerField(label="k min", required=False, help_text="Fewest experts per token.")
     k_max = forms.IntegerField(label="k max", required=False, help_text="Most experts per token.")
-    context_kind = forms.ChoiceField(label="Context", choices=CONTEXT_CHOICES, initial="native")
+    context_kind = forms.ChoiceField(
+        label="Context",
+        choices=CONTEXT_CHOICES,
+        initial="native",
+        widget=forms.Select(attrs={"data-kind-fields": json.dumps(CONTEXT_FIELDS)}),
+    )
     factor = forms.FloatField(
         label="YaRN factor", required=False, help_text="At least 1; YaRN needs more than 1, e.g. 4."
     )
@@ -170,6 +182,9 @@ class VariantForm(forms.ModelForm):
     class Meta:
         model = Variant
         fields = ["checkpoint", "name", "depth", "context"]
+
+    class Media:
+        js = ["js/kind-fields.js"]  # shows only the fields the chosen kinds use
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
