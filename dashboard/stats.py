@@ -41,8 +41,9 @@ from typing import Any, Literal, NamedTuple
 
 import krippendorff
 import numpy as np
-from scipy import sparse
-from scipy import stats as sps
+
+# scipy is imported inside the few functions that use it: it costs a process about 1.2 s and 70 MB, and the
+# rating pages, most of a web process's requests, never need it (tests/test_imports.py keeps it so).
 
 LEFT, RIGHT, TIE, BOTH_BAD = 0, 1, 2, 3
 # Canonical labels: the verdict by arm identity (lower or higher arm index), not by screen side.
@@ -353,6 +354,8 @@ def _poisson_table(lam: int) -> np.ndarray:
     is already a matmul operand.
     """
     support = np.arange(int(lam + 12 * math.sqrt(lam) + 12))  # beyond 12 sd the mass is far below 2**-16
+    from scipy import stats as sps  # on first use: see the note on imports
+
     edges = np.round(sps.poisson.cdf(support, lam) * 65536).astype(np.int64)
     edges[-1] = 65536
     table = np.repeat(support.astype(np.float32), np.diff(edges, prepend=0))
@@ -392,6 +395,8 @@ def _bootstrap_counts(
     by_size = np.argsort(group_size, kind="stable")  # rows of one size share a lookup table
     rows, group_size = rows[by_size], group_size[by_size]
     totals = np.zeros((len(columns), n_rounds), np.float64)
+    from scipy import sparse  # on first use: see the note on imports
+
     for start in range(0, len(rows), _CHUNK):
         chunk = slice(start, start + _CHUNK)
         # Rows hold a few votes each: a sparse product costs votes × rounds, and (unlike a BLAS call)
@@ -535,6 +540,8 @@ def wilson_interval(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval for a proportion; NaN where n = 0. Fractional successes (half ties) are fine."""
     successes, n = np.asarray(successes, float), np.asarray(n, float)
+    from scipy import stats as sps  # on first use: see the note on imports
+
     z = sps.norm.ppf(0.5 + ci / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = successes / n
@@ -630,6 +637,8 @@ def position_bias(outcome: np.ndarray, *, ci: float = 0.95, alpha: float = 0.01)
             "ci_high": math.nan,
             "biased": False,
         }
+    from scipy import stats as sps  # on first use: see the note on imports
+
     test = sps.binomtest(left_wins, n_decisive, 0.5)
     interval = test.proportion_ci(confidence_level=ci, method="wilson")
     return {
