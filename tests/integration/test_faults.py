@@ -175,6 +175,16 @@ def test_scheduling_while_redis_is_unreachable_leaves_a_draft_with_the_error_and
     assert queued == 2
 
 
+def wait_for_jobs_done(experiment: Experiment) -> None:
+    """A job is marked done just after its last batch is stored: stopping the worker or the database
+    between the two would interrupt it again, so a test waits for this, not only for the outputs."""
+    wait_for(
+        lambda: not Job.objects.filter(experiment=experiment).exclude(status=Job.Status.DONE).exists(),
+        timeout=60,
+        message="the jobs were not marked done after their outputs were written",
+    )
+
+
 def child_of(parent: int) -> int | None:
     """The pid of the worker's pool process as its heartbeat reports it, once it is parent's child."""
     status = WorkerStatus.objects.filter(hostname__startswith=f"test-{os.getpid()}@").first()
@@ -222,13 +232,7 @@ def test_a_worker_killed_mid_batch_runs_its_job_again_and_writes_every_output_on
             timeout=300,
             message="the outputs were not all written after the worker's child was killed",
         )
-        # The job is marked done just after its last batch is written: stopping the worker in between
-        # would interrupt it again.
-        wait_for(
-            lambda: not Job.objects.filter(experiment=experiment).exclude(status=Job.Status.DONE).exists(),
-            timeout=60,
-            message="the jobs were not marked done after every output was written",
-        )
+        wait_for_jobs_done(experiment)
         replacement = wait_for(lambda: child_of(worker.pid), timeout=60, message="no new pool process")
     finally:
         stop_worker(worker)
@@ -308,11 +312,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 timeout=180,
                 message="the worker did not finish before the restart",
             )
-            wait_for(
-                lambda: not Job.objects.filter(experiment=before).exclude(status=Job.Status.DONE).exists(),
-                timeout=60,
-                message="the jobs were not marked done after their outputs were written",
-            )
+            wait_for_jobs_done(before)
             assert http_status(f"{base}/jobs/", cookie) == 200
 
             restart_postgresql()
@@ -326,11 +326,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
                 timeout=180,
                 message="the worker did not reconnect to PostgreSQL after the restart",
             )
-            wait_for(
-                lambda: not Job.objects.filter(experiment=after).exclude(status=Job.Status.DONE).exists(),
-                timeout=60,
-                message="the jobs were not marked done after their outputs were written",
-            )
+            wait_for_jobs_done(after)
             # The web process's first request since the restart is answered: it replaced its dead connections.
             assert http_status(f"{base}/jobs/", cookie) == 200
     finally:
