@@ -28,5 +28,11 @@ def test_bench_rating_votes_over_http_and_leaves_nothing_behind(monkeypatch, tin
     for key in ("errors", "refused_votes", "lost_votes", "duplicate_votes", "comparisons_over_k"):
         assert report[key] == 0, report
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+    # What a round trip cost in CPU, read from /proc: the web processes always (Linux); the database where
+    # its backends run on this host.
+    cpu = report["cpu_ms_per_round_trip"]
+    assert cpu["web"] > 0 and cpu["load_generator"] > 0, report
+    assert cpu["database"] is None or cpu["database"] > 0, report
+    assert 0 < report["machine_cpu_busy"] <= 1 and report["cpu_cores"] >= 1
     assert not Experiment.objects.filter(name__startswith="bench-rating-").exists()
     assert not Rating.objects.exists()

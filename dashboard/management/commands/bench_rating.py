@@ -24,6 +24,7 @@ from django.contrib.auth import (
 )
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.db.models import Count, F
 
 from config import web
@@ -137,9 +138,9 @@ class Rater(threading.Thread):
 class Start:
     """A start line: every rater waits until all are set up, then all share one start time."""
 
-    def __init__(self, raters: int) -> None:
+    def __init__(self, parties: int) -> None:
         self.time = 0.0
-        self.barrier = threading.Barrier(raters, action=self._go, timeout=120)
+        self.barrier = threading.Barrier(parties, action=self._go, timeout=120)
 
     def _go(self) -> None:
         self.time = time.perf_counter() + 0.2
@@ -150,6 +151,91 @@ class Start:
 
     def abort(self) -> None:
         self.barrier.abort()
+
+
+class CpuMeter:
+    """CPU time spent in the measured window by the web processes, the database's backends (a PostgreSQL on
+    this host) and this process (the raters), and how busy the machine's cores were: read from /proc, so
+    on Linux only (elsewhere the figures are null). Per round trip, CPU time tells what the code costs
+    apart from how fast the machine happens to run it, which changes a lot on a shared virtual machine."""
+
+    def __init__(self, web_pids: list[int]) -> None:
+        self.web_pids = web_pids
+        self.local_database = connection.vendor == "postgresql" and (
+            not connection.settings_dict.get("HOST")
+            or connection.settings_dict["HOST"] in {"localhost", "127.0.0.1", "::1"}
+            or connection.settings_dict["HOST"].startswith("/")
+        )
+        self.start = self.end = None
+
+    @staticmethod
+    def process_seconds(pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    @staticmethod
+    def machine_ticks() -> tuple[int, int] | None:
+        """(all ticks, idle ticks) of every core since boot."""
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(ticks[:8]), ticks[3] + ticks[4]  # idle and iowait are idle; guests are in user
+
+    def database_seconds(self) -> dict[int, float]:
+        if not self.local_database:
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            pids = [row[0] for row in cursor.fetchall()]
+        return {pid: seconds for pid in pids if (seconds := self.process_seconds(pid)) is not None}
+
+    def snapshot(self) -> dict:
+        return {
+            "web": {pid: self.process_seconds(pid) for pid in self.web_pids},
+            "database": self.database_seconds(),
+            "load_generator": time.process_time(),
+            "machine": self.machine_ticks(),
+        }
+
+    def begin(self) -> None:
+        self.start = self.snapshot()
+
+    def finish(self) -> None:
+        self.end = self.snapshot()
+
+    def report(self, round_trips: int) -> dict:
+        if self.start is None or self.end is None or not round_trips:
+            return {"cpu_ms_per_round_trip": None, "machine_cpu_busy": None}
+        start, end = self.start, self.end
+        web = None
+        if all(v is not None for v in (*start["web"].values(), *end["web"].values())):
+            web = sum(end["web"][pid] - start["web"][pid] for pid in self.web_pids)
+        database = None
+        if end["database"]:  # a backend that started in the window counts from zero
+            database = sum(end["database"][pid] - start["database"].get(pid, 0.0) for pid in end["database"])
+        busy = None
+        if start["machine"] and end["machine"] and end["machine"][0] > start["machine"][0]:
+            total, idle = (e - s for s, e in zip(start["machine"], end["machine"], strict=True))
+            busy = round(1 - idle / total, 3)
+
+        def per_round_trip(seconds: float | None) -> float | None:
+            return None if seconds is None else round(1000 * seconds / round_trips, 2)
+
+        return {
+            "cpu_ms_per_round_trip": {
+                "web": per_round_trip(web),
+                "database": per_round_trip(database),
+                "load_generator": per_round_trip(end["load_generator"] - start["load_generator"]),
+            },
+            "machine_cpu_busy": busy,
+            "cpu_cores": os.cpu_count(),
+        }
 
 
 class Budget:
@@ -230,7 +316,8 @@ class Command(BaseCommand):
             self.wait_for_server(port, servers, log)
             budget = Budget(votes)
             interval = raters / rate if rate else 0.0
-            start = Start(raters)
+            start = Start(raters + 1)  # and this thread, which starts the CPU meter on the line
+            meter = CpuMeter([server.pid for server in servers])
             threads = [
                 Rater(
                     port,
@@ -245,8 +332,14 @@ class Command(BaseCommand):
             ]
             for t in threads:
                 t.start()
+            try:
+                start.wait()
+                meter.begin()
+            except threading.BrokenBarrierError:
+                pass  # a rater failed to set up: its error is reported, no figures
             for t in threads:
                 t.join()
+            meter.finish()
             # From the start line (every rater logged in, session open) to the last answer.
             ends = [t.finished for t in threads if t.finished]
             elapsed = max(ends) - start.time if ends and start.time else 0.0
@@ -255,6 +348,7 @@ class Command(BaseCommand):
             log.close()
         try:
             report = self.report(experiment, threads, elapsed, raters)
+            report.update(meter.report(report["round_trips"]))
             report.update(target_round_trips_per_s=rate or None, web_processes=web_processes)
             report.update(goal_round_trips_per_s=GOAL_ROUND_TRIPS_PER_S, goal_p95_ms=GOAL_P95_MS)
         finally:
