@@ -155,9 +155,11 @@ class Start:
 
 class CpuMeter:
     """CPU time spent in the measured window by the web processes, the database's backends (a PostgreSQL on
-    this host) and this process (the raters), and how busy the machine's cores were: read from /proc, so
-    on Linux only (elsewhere the figures are null). Per round trip, CPU time tells what the code costs
-    apart from how fast the machine happens to run it, which changes a lot on a shared virtual machine."""
+    this host) and this process (the raters), how busy the machine's cores were and how much of their time
+    the host of a virtual machine gave to other guests: read from /proc, so on Linux only (elsewhere the
+    figures are null). Round trips/s on a shared virtual machine follow how much of its cores the host
+    grants that hour; CPU per round trip does not count waiting for a core, so it tells apart better what
+    the code costs (it still grows when the host runs the cores slowly), and stolen time shows the rest."""
 
     def __init__(self, web_pids: list[int]) -> None:
         self.web_pids = web_pids
@@ -178,14 +180,15 @@ class CpuMeter:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     @staticmethod
-    def machine_ticks() -> tuple[int, int] | None:
-        """(all ticks, idle ticks) of every core since boot."""
+    def machine_ticks() -> tuple[int, int, int] | None:
+        """(all, idle, stolen) ticks of every core since boot. Stolen ticks are those a virtual machine's
+        host gave to other guests while this one had work to run."""
         try:
             with open("/proc/stat") as f:
                 ticks = [int(x) for x in f.readline().split()[1:]]
         except (OSError, ValueError):
             return None
-        return sum(ticks[:8]), ticks[3] + ticks[4]  # idle and iowait are idle; guests are in user
+        return sum(ticks[:8]), ticks[3] + ticks[4], ticks[7]  # iowait is idle; guests are in user
 
     def database_seconds(self) -> dict[int, float]:
         if not self.local_database:
@@ -211,7 +214,7 @@ class CpuMeter:
 
     def report(self, round_trips: int) -> dict:
         if self.start is None or self.end is None or not round_trips:
-            return {"cpu_ms_per_round_trip": None, "machine_cpu_busy": None}
+            return {"cpu_ms_per_round_trip": None, "machine_cpu_busy": None, "machine_cpu_stolen": None}
         start, end = self.start, self.end
         web = None
         if all(v is not None for v in (*start["web"].values(), *end["web"].values())):
@@ -219,10 +222,10 @@ class CpuMeter:
         database = None
         if end["database"]:  # a backend that started in the window counts from zero
             database = sum(end["database"][pid] - start["database"].get(pid, 0.0) for pid in end["database"])
-        busy = None
+        busy = stolen = None
         if start["machine"] and end["machine"] and end["machine"][0] > start["machine"][0]:
-            total, idle = (e - s for s, e in zip(start["machine"], end["machine"], strict=True))
-            busy = round(1 - idle / total, 3)
+            total, idle, steal = (e - s for s, e in zip(start["machine"], end["machine"], strict=True))
+            busy, stolen = round(1 - (idle + steal) / total, 3), round(steal / total, 3)
 
         def per_round_trip(seconds: float | None) -> float | None:
             return None if seconds is None else round(1000 * seconds / round_trips, 2)
@@ -234,6 +237,7 @@ class CpuMeter:
                 "load_generator": per_round_trip(end["load_generator"] - start["load_generator"]),
             },
             "machine_cpu_busy": busy,
+            "machine_cpu_stolen": stolen,
             "cpu_cores": os.cpu_count(),
         }
 
