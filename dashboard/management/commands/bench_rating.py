@@ -214,7 +214,12 @@ class CpuMeter:
 
     def report(self, round_trips: int) -> dict:
         if self.start is None or self.end is None or not round_trips:
-            return {"cpu_ms_per_round_trip": None, "machine_cpu_busy": None, "machine_cpu_stolen": None}
+            return {
+                "cpu_ms_per_round_trip": None,
+                "machine_cpu_busy": None,
+                "machine_cpu_stolen": None,
+                "cpu_cores": os.cpu_count(),
+            }
         start, end = self.start, self.end
         web = None
         if all(v is not None for v in (*start["web"].values(), *end["web"].values())):
