@@ -1,12 +1,13 @@
 """Writes of the dashboard: hand a rater the next comparison, take their vote, skip or flag, sessions."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, models, transaction
+from django.db import connection, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -341,8 +342,15 @@ def vote_and_next(
     """Store a vote in the rater's active session and hand them their next comparison, in one
     transaction: one commit, not two. As with submit_rating, a vote sent twice is stored once; the
     second sees the comparison the first handed out.
+
+    On PostgreSQL the whole of it is one call of a database function (see _vote_function_sql): one round
+    trip where its statements one by one cost six, BEGIN and COMMIT included.
     """
     _check_verdict(verdict)
+    if connection.vendor == "postgresql":
+        after = _vote_and_next_in_postgresql(rater, token, verdict, comment, criteria or {})
+        if after is not None:
+            return after
     with transaction.atomic():
         rating, session, counts = _store_vote(rater, token, verdict, comment, criteria)
         if session is None:
@@ -539,6 +547,253 @@ def _repeated_vote(rater: AbstractBaseUser, token: str) -> Rating:
     if not Comparison.objects.filter(token=token).exists():
         raise RatingError("This comparison does not exist.")
     raise RatingError("This comparison was not handed to you, or you skipped it: take the next one.")
+
+
+VOTE_FUNCTION = "dashboard_vote_and_next"
+PICK_ATTEMPTS = 5
+
+
+def _vote_and_next_in_postgresql(
+    rater: AbstractBaseUser, token: str, verdict: str, comment: str, criteria: dict[str, str]
+) -> AfterVote | None:
+    """vote_and_next as one call of the database function; None for a vote whose lease is closed or
+    missing (a vote sent twice), which the statements one by one then answer."""
+    # Criteria and verdicts are checked here; only whether the experiment asks about them needs its row.
+    cleaned = _clean_criteria(list(CRITERIA), criteria)
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    comment = comment.strip()[:5000]
+    params = [
+        token,
+        rater.pk,
+        verdict,
+        comment,
+        Rating._meta.get_field("criteria").get_db_prep_save(cleaned, connection),
+        adapt(now),
+        adapt(now + timedelta(seconds=settings.LEASE_SECONDS)),
+        Experiment.Status.SCHEDULED,
+        PICK_ATTEMPTS,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {VOTE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)", params)
+        row = cursor.fetchone()
+    outcome, rating_id, seconds, too_fast, gold_correct, comparison_id, experiment_id, asked, *rest = row
+    if outcome == "repeated":
+        return None
+    if outcome == "criteria":
+        _clean_criteria(_criteria_from_db(asked), cleaned)  # raises, naming the criterion
+    if outcome != "voted":
+        raise RatingError("This comparison has all the votes it needs: take the next one.")
+    before, rest = VoteCounts(*rest[:3]), rest[3:]
+    session_width = len(RatingSession._meta.concrete_fields)
+    session_row, (lease_id, *page) = rest[:session_width], rest[session_width:]
+    session = (
+        rows.instance(RatingSession, session_row, connection.alias) if session_row[0] is not None else None
+    )
+    rating = Rating(
+        comparison_id=comparison_id,
+        rater=rater,
+        verdict=verdict,
+        comment=comment,
+        criteria=cleaned,
+        seconds=seconds,
+        too_fast=too_fast,
+        gold_correct=gold_correct,
+        session=session,
+        created_at=now,
+    )
+    _inserted(rating, rating_id)
+    transaction.on_commit(lambda: events.votes_cast(experiment_id))
+    if session is None:
+        return AfterVote(rating=rating, session=None, progress=None, assignment=None)
+    assignment = Assignment(lease_id=lease_id, page=_page_from_row(page)) if lease_id is not None else None
+    return AfterVote(
+        rating=rating, session=session, progress=_summary(session, before.plus(rating)), assignment=assignment
+    )
+
+
+def _sql_type(model: type[models.Model], name: str) -> str:
+    return model._meta.get_field(name).db_type(connection)
+
+
+@cache
+def _vote_function_sql() -> str:
+    """The PostgreSQL function behind vote_and_next: the statements that _store_vote,
+    _progress_after_vote and next_comparison run one by one, built from the same SQL, run in the database
+    in one call and so in one transaction.
+
+    Every statement but the lease's read and the session's end is the very one the Python path runs, with
+    the function's arguments (p_…) and variables in place of parameters. As there, each statement sees what
+    was committed when it began, so the check after a pick still sees a lease another rater committed
+    meanwhile. The Python path stays for SQLite and answers a vote sent twice.
+    """
+    vendor = "postgresql"
+    q = connection.ops.quote_name
+    lease, session_table = q(Lease._meta.db_table), q(RatingSession._meta.db_table)
+    comparison = q(Comparison._meta.db_table)
+    session_out = [
+        (f"o_s_{field.column}", field.db_type(connection)) for field in RatingSession._meta.concrete_fields
+    ]
+    page_out = [
+        ("o_page_id", _sql_type(Comparison, "id")),
+        ("o_page_token", _sql_type(Comparison, "token")),
+        ("o_page_experiment_id", _sql_type(Comparison, "experiment")),
+        ("o_page_raters", _sql_type(Experiment, "raters_per_comparison")),
+        ("o_page_prompt", "text"),
+        ("o_page_left", "text"),
+        ("o_page_right", "text"),
+        ("o_page_guidelines", "text"),
+        ("o_page_criteria", _sql_type(Experiment, "criteria")),
+    ]
+    out = [
+        ("o_outcome", "text"),  # voted, repeated (no open lease), criteria (not asked about), full (at k)
+        ("o_rating_id", _sql_type(Rating, "id")),
+        ("o_seconds", _sql_type(Rating, "seconds")),
+        ("o_too_fast", "boolean"),
+        ("o_gold_correct", "boolean"),
+        ("o_comparison_id", _sql_type(Comparison, "id")),
+        ("o_experiment_id", _sql_type(Comparison, "experiment")),
+        ("o_asked", _sql_type(Experiment, "criteria")),
+        ("o_done", "bigint"),  # the session's votes before this one, as VoteCounts
+        ("o_gold_seen", "bigint"),
+        ("o_gold_right", "bigint"),
+        *session_out,
+        ("o_lease_id", _sql_type(Lease, "id")),  # the next comparison's lease, then its page
+        *page_out,
+    ]
+    arguments = {
+        "token": "p_token",
+        "rater": "p_rater",
+        "now": "p_now",
+        "expires": "p_expires",
+        "scheduled": "p_scheduled",
+        "comparison": "v_pick",
+    }
+    page_into = ", ".join(name for name, _ in page_out)
+    sql = _vote_sql(vendor)
+    read_into = ", ".join(
+        [
+            "v_lease, v_started, v_completed, o_comparison_id, o_experiment_id, v_gold_side, v_k, o_asked",
+            "v_min_seconds, o_done, o_gold_seen, o_gold_right",
+            *(name for name, _ in session_out),
+        ]
+    )
+    rating_values = {
+        "comparison_id": "o_comparison_id",
+        "rater_id": "p_rater",
+        "verdict": "p_verdict",
+        "comment": "p_comment",
+        "criteria": "p_criteria",
+        "seconds": "o_seconds",
+        "too_fast": "o_too_fast",
+        "gold_correct": "o_gold_correct",
+        "session_id": "o_s_id",
+        "created_at": "p_now",
+    }
+    rating_fields = _insert_parts(Rating, vendor)[3]
+    write = sql.write % (
+        "o_comparison_id",
+        "v_k",
+        "p_now",
+        "v_lease",
+        *(rating_values[f.attname] for f in rating_fields),
+    )
+    columns, joins = _page_columns_sql(vendor)
+    returns = ",\n        ".join(f"{name} {sql_type}" for name, sql_type in out)
+    return f"""
+CREATE FUNCTION {VOTE_FUNCTION}(
+    p_token text, p_rater bigint, p_verdict text, p_comment text, p_criteria jsonb,
+    p_now timestamptz, p_expires timestamptz, p_scheduled text, p_attempts integer
+) RETURNS TABLE (
+        {returns}
+) LANGUAGE plpgsql AS $function$
+DECLARE
+    v_lease {_sql_type(Lease, "id")};
+    v_started timestamptz;
+    v_completed timestamptz;
+    v_gold_side text;
+    v_k integer;
+    v_min_seconds double precision;
+    v_pick {_sql_type(Comparison, "id")};
+    v_over_k boolean;
+BEGIN
+    -- the vote (_store_vote)
+    {sql.read % arguments} INTO {read_into};
+    IF v_lease IS NULL OR v_completed IS NOT NULL THEN
+        o_outcome := 'repeated';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_object_keys(p_criteria) given WHERE NOT o_asked ? given) THEN
+        o_outcome := 'criteria';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    o_seconds := extract(epoch FROM p_now - v_started);
+    o_too_fast := o_seconds < v_min_seconds;
+    o_gold_correct := CASE WHEN coalesce(v_gold_side, '') = '' THEN NULL
+                           ELSE p_verdict = CASE WHEN v_gold_side = 'left' THEN 'right' ELSE 'left' END END;
+    {write} INTO o_rating_id;
+    IF o_rating_id IS NULL THEN
+        o_outcome := 'full';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    o_outcome := 'voted';
+    -- the session's progress (_progress_after_vote): at its target it ends
+    IF o_s_id IS NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF o_s_paused_at IS NULL AND o_s_ended_at IS NULL AND o_done + 1 >= o_s_target THEN
+        UPDATE {session_table} SET ended_at = p_now WHERE id = o_s_id;
+        o_s_ended_at := p_now;
+    END IF;
+    IF o_s_paused_at IS NOT NULL OR o_s_ended_at IS NOT NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- the next comparison (next_comparison after a vote, _pick_and_lease)
+    FOR attempt IN 1..p_attempts LOOP
+        {_pick_and_lease_sql(vendor) % arguments} INTO o_lease_id, v_pick;
+        EXIT WHEN o_lease_id IS NULL;
+        {_check_sql(vendor) % arguments} INTO v_over_k, {page_into};
+        IF NOT v_over_k THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        DELETE FROM {lease} WHERE id = o_lease_id;
+        o_lease_id := NULL;
+    END LOOP;
+    -- another request of theirs may have leased one just now (_open_lease)
+    SELECT id, comparison_id INTO o_lease_id, v_pick FROM {lease}
+    WHERE rater_id = p_rater AND completed_at IS NULL AND expires_at > p_now
+    ORDER BY started_at LIMIT 1;
+    IF o_lease_id IS NOT NULL THEN
+        SELECT {columns} INTO {page_into} FROM {comparison} c {joins} WHERE c.id = v_pick;
+    END IF;
+    RETURN NEXT;
+END
+$function$
+"""
+
+
+def install_vote_function(using: str = "default", **kwargs) -> None:
+    """Create or replace the vote function on a PostgreSQL database (after every migrate, from
+    DashboardConfig.ready). The definition's hash is kept as the function's comment, so an unchanged
+    function is left alone."""
+    db = connections[using]
+    if db.vendor != "postgresql" or connection.vendor != "postgresql":  # it is built for the default one
+        return
+    definition = _vote_function_sql()
+    digest = hashlib.sha256(definition.encode()).hexdigest()
+    with transaction.atomic(using=using), db.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regproc(%s), 'pg_proc')", [VOTE_FUNCTION])
+        if cursor.fetchone()[0] == digest:
+            return
+        cursor.execute(f"DROP FUNCTION IF EXISTS {VOTE_FUNCTION}")
+        cursor.execute(definition)
+        cursor.execute(f"COMMENT ON FUNCTION {VOTE_FUNCTION} IS '{digest}'")
 
 
 def skip_comparison(*, rater: AbstractBaseUser, token: str) -> None:
