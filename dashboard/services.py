@@ -343,7 +343,7 @@ def vote_and_next(
     transaction: one commit, not two. As with submit_rating, a vote sent twice is stored once; the
     second sees the comparison the first handed out.
 
-    On PostgreSQL the whole of it is one call of a database function (see _vote_function_sql): one round
+    On PostgreSQL the whole of it is one call of a database function (see _vote_function): one round
     trip where its statements one by one cost six, BEGIN and COMMIT included.
     """
     _check_verdict(verdict)
@@ -553,11 +553,18 @@ VOTE_FUNCTION = "dashboard_vote_and_next"
 PICK_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class VoteFunction:
+    definition: str  # CREATE FUNCTION
+    call: str  # its columns by name: a prepared call keeps its result type when the function gains one
+
+
 def _vote_and_next_in_postgresql(
     rater: AbstractBaseUser, token: str, verdict: str, comment: str, criteria: dict[str, str]
 ) -> AfterVote | None:
     """vote_and_next as one call of the database function; None for a vote whose lease is closed or
-    missing (a vote sent twice), which the statements one by one then answer."""
+    missing (a vote sent twice), which the statements one by one then answer. Criteria are checked before
+    the call, so a vote sent twice with criteria no experiment has is refused rather than answered."""
     # Criteria and verdicts are checked here; only whether the experiment asks about them needs its row.
     cleaned = _clean_criteria(list(CRITERIA), criteria)
     now = timezone.now()
@@ -575,7 +582,7 @@ def _vote_and_next_in_postgresql(
         PICK_ATTEMPTS,
     ]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {VOTE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)", params)
+        cursor.execute(_vote_function().call, params)
         row = cursor.fetchone()
     outcome, rating_id, seconds, too_fast, gold_correct, comparison_id, experiment_id, asked, *rest = row
     if outcome == "repeated":
@@ -617,7 +624,7 @@ def _sql_type(model: type[models.Model], name: str) -> str:
 
 
 @cache
-def _vote_function_sql() -> str:
+def _vote_function() -> VoteFunction:
     """The PostgreSQL function behind vote_and_next: the statements that _store_vote,
     _progress_after_vote and next_comparison run one by one, built from the same SQL, run in the database
     in one call and so in one transaction.
@@ -700,7 +707,8 @@ def _vote_function_sql() -> str:
     )
     columns, joins = _page_columns_sql(vendor)
     returns = ",\n        ".join(f"{name} {sql_type}" for name, sql_type in out)
-    return f"""
+    call = f"SELECT {', '.join(name for name, _ in out)} FROM {VOTE_FUNCTION}({', '.join(['%s'] * 9)})"
+    definition = f"""
 CREATE FUNCTION {VOTE_FUNCTION}(
     p_token text, p_rater bigint, p_verdict text, p_comment text, p_criteria jsonb,
     p_now timestamptz, p_expires timestamptz, p_scheduled text, p_attempts integer
@@ -776,6 +784,7 @@ BEGIN
 END
 $function$
 """
+    return VoteFunction(definition=definition, call=call)
 
 
 def install_vote_function(using: str = "default", **kwargs) -> None:
@@ -785,13 +794,21 @@ def install_vote_function(using: str = "default", **kwargs) -> None:
     db = connections[using]
     if db.vendor != "postgresql" or connection.vendor != "postgresql":  # it is built for the default one
         return
-    definition = _vote_function_sql()
+    definition = _vote_function().definition
     digest = hashlib.sha256(definition.encode()).hexdigest()
     with transaction.atomic(using=using), db.cursor() as cursor:
-        cursor.execute("SELECT obj_description(to_regproc(%s), 'pg_proc')", [VOTE_FUNCTION])
-        if cursor.fetchone()[0] == digest:
+        # Two migrates at once would both find it missing; the second would fail to create it.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [VOTE_FUNCTION])
+        cursor.execute(
+            "SELECT oid::regprocedure::text, obj_description(oid, 'pg_proc') FROM pg_proc"
+            " WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+            [VOTE_FUNCTION],
+        )
+        found = cursor.fetchall()
+        if [comment for _, comment in found] == [digest]:
             return
-        cursor.execute(f"DROP FUNCTION IF EXISTS {VOTE_FUNCTION}")
+        for signature, _ in found:  # every earlier version, whatever its arguments were
+            cursor.execute(f"DROP FUNCTION {signature}")
         cursor.execute(definition)
         cursor.execute(f"COMMENT ON FUNCTION {VOTE_FUNCTION} IS '{digest}'")
 

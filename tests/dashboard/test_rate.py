@@ -1,10 +1,12 @@
 """The rating page: a rater sees a ready comparison blind, votes, skips, flags, and works in sessions."""
 
 from dataclasses import replace
+from datetime import timedelta
 from html import unescape
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from dashboard import services
 from dashboard.models import Lease, Rating, RatingSession
@@ -34,6 +36,10 @@ def rating_client(client, rater):
 def vote_path(request, monkeypatch):
     """A vote as the database function's one call (on PostgreSQL) and as its statements one by one (the
     path SQLite takes, run here on the test database too), held to the same tests."""
+    from django.db import connection
+
+    if request.param == "one call" and connection.vendor != "postgresql":
+        pytest.skip("the vote's database function is PostgreSQL's")
     if request.param == "statements":
         monkeypatch.setattr(services, "_vote_and_next_in_postgresql", lambda *args: None)
     return request.param
@@ -170,6 +176,33 @@ def test_a_vote_outside_a_session_is_stored_without_one(rater, experiment, vote_
     assert (after.session, after.progress, after.assignment) == (None, None, None)
     rating = Rating.objects.get(rater=rater)
     assert (rating.pk, rating.verdict, rating.session) == (after.rating.pk, "both_bad", None)
+
+
+def test_a_vote_whose_rater_holds_another_lease_hands_that_one_out(rater, experiment, vote_path):
+    """A second tab: the pick leases nothing to a rater who still holds a lease, so the vote's next
+    comparison is the one they hold."""
+    services.start_session(rater=rater, target=50)
+    first = services.next_comparison(rater=rater).page
+    other = Comparison.objects.ready().filter(experiment=experiment).exclude(pk=first.pk).first()
+    now = timezone.now()
+    Lease.objects.create(comparison=other, rater=rater, started_at=now, expires_at=now + timedelta(minutes=5))
+    after = services.vote_and_next(rater=rater, token=first.token, verdict="left")
+    assert after.assignment.page.token == other.token
+    assert after.assignment.lease_id == Lease.objects.get(rater=rater, comparison=other).pk
+    assert Lease.objects.filter(rater=rater, completed_at__isnull=True).count() == 1
+
+
+def test_a_vote_that_arrives_while_the_session_is_paused_counts_and_hands_out_nothing(
+    rater, experiment, vote_path
+):
+    session = services.start_session(rater=rater, target=50)
+    held = services.next_comparison(rater=rater).page
+    RatingSession.objects.filter(pk=session.pk).update(paused_at=timezone.now())  # paused in between
+    after = services.vote_and_next(rater=rater, token=held.token, verdict="tie")
+    assert after.assignment is None and after.session.paused_at is not None
+    assert after.progress.done == 1 and after.session.ended_at is None
+    assert Rating.objects.get(rater=rater).session_id == session.pk
+    assert not Lease.objects.filter(rater=rater, completed_at__isnull=True).exists()
 
 
 def test_gold_checks_voted_through_the_page_are_scored(rater, tiny_model_path, vote_path):

@@ -38,3 +38,26 @@ def test_a_changed_or_missing_function_is_made_again_after_migrate(postgresql):
         cursor.execute(f"DROP FUNCTION {services.VOTE_FUNCTION}")
     emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
     assert function_oid() is not None
+
+
+def test_votes_go_on_after_the_function_is_made_again_under_prepared_calls(
+    postgresql, rater, tiny_model_path
+):
+    """The call is prepared after five uses on a connection; a migrate that makes the function again
+    must not break it (the call names its columns, so its result type stays)."""
+    from tests.factories import make_checkpoint, run_generations, scheduled_experiment
+
+    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4, 8), seeds=(0, 1, 2))
+    run_generations(experiment)
+    services.start_session(rater=rater, target=100)
+    assignment, votes = services.next_comparison(rater=rater), 0
+    while assignment is not None:
+        if votes == 6:
+            with connection.cursor() as cursor:
+                cursor.execute(f"COMMENT ON FUNCTION {services.VOTE_FUNCTION} IS 'an older definition'")
+            emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+        assignment = services.vote_and_next(
+            rater=rater, token=assignment.page.token, verdict="tie"
+        ).assignment
+        votes += 1
+    assert votes > 7
