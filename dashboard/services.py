@@ -18,6 +18,7 @@ from evaluator.models import CRITERIA, Comparison, Experiment, Generation, Promp
 
 DEFAULT_SESSION_TARGET = 20
 CRITERION_VERDICTS = ("left", "right", "tie")
+PICK_ATTEMPTS = 5  # picks undone (a lease committed meanwhile put them over k) before giving up
 
 
 class RatingError(Exception):
@@ -175,7 +176,7 @@ def _pick_and_lease_sql(vendor: str) -> str:
     """
 
 
-def _pick_and_lease(params: dict, attempts: int = 5) -> tuple[int, ComparisonPage] | None:
+def _pick_and_lease(params: dict, attempts: int = PICK_ATTEMPTS) -> tuple[int, ComparisonPage] | None:
     """Lease the next comparison and check, in the same transaction, that it is not over its k raters.
 
     The pick reads the open leases as they were when the statement began. A lease that another rater's
@@ -550,7 +551,6 @@ def _repeated_vote(rater: AbstractBaseUser, token: str) -> Rating:
 
 
 VOTE_FUNCTION = "dashboard_vote_and_next"
-PICK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
