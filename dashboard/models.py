@@ -53,7 +53,13 @@ class Lease(models.Model):
     flag_reason = models.TextField(blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["comparison", "rater"], name="lease_once_per_rater")]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "rater"], name="lease_once_per_rater"),
+            # A rater holds one comparison at a time, however many tabs ask at once.
+            models.UniqueConstraint(
+                fields=["rater"], condition=models.Q(completed_at__isnull=True), name="one_open_lease_per_rater"
+            ),
+        ]
         indexes = [
             models.Index(fields=["rater", "completed_at"]),
             models.Index(fields=["comparison", "expires_at"]),

@@ -1,5 +1,6 @@
 """What is compared and how outputs are produced: checkpoints, arms, prompts, experiments, outputs, pairs."""
 
+import random
 import secrets
 
 from django.core.exceptions import ValidationError
@@ -20,6 +21,11 @@ CRITERIA = {
 
 def new_comparison_token() -> str:
     return secrets.token_urlsafe(16)
+
+
+def new_order_key() -> float:
+    """Where a comparison stands in the hand-out order: random, so the order names no arm."""
+    return random.random()
 
 
 class Checkpoint(models.Model):
@@ -230,6 +236,10 @@ class Generation(models.Model):
     mean_active_experts = models.FloatField(null=True)
     routing = models.JSONField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    claimed_by = models.CharField(
+        max_length=64, blank=True, help_text="The job (Celery task id) producing this output now."
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True)
 
     class Meta:
@@ -273,6 +283,9 @@ class Comparison(models.Model):
     gold_text = models.TextField(blank=True)
     ratings_count = models.PositiveIntegerField(default=0)
     flag_count = models.PositiveIntegerField(default=0)
+    order_key = models.FloatField(
+        default=new_order_key, editable=False, help_text="Random place in the hand-out order."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ComparisonQuerySet.as_manager()
@@ -280,12 +293,11 @@ class Comparison(models.Model):
     class Meta:
         ordering = ["experiment", "id"]
         indexes = [
-            # Handing out the next comparison walks an experiment's rateable comparisons, most-started
-            # first (dashboard.services._pick_and_lease_sql), and stops at the first that fits.
+            # The hand-out order (dashboard.services.next_comparison): fewest votes first, then random.
             models.Index(
-                fields=["experiment", "-ratings_count", "id"],
+                fields=["experiment", "ratings_count", "order_key"],
                 condition=Q(ready_at__isnull=False, is_identical=False),
-                name="comparison_to_rate",
+                name="comparison_hand_out",
             ),
             models.Index(fields=["experiment", "ready_at"]),
         ]
