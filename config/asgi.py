@@ -2,14 +2,10 @@
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
-
-from config.handler import SyncASGIHandler  # noqa: E402  (needs the apps loaded first)
-
-django_asgi_app = SyncASGIHandler()
+django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the apps loaded first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

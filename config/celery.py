@@ -32,8 +32,7 @@ app.autodiscover_tasks()
 def use_plain_database_connections(**_: object) -> None:
     """Workers run one job at a time on one connection, so they gain nothing from Django's pool, and
     Celery's Django fix-up closes that pool after every task (celery#10554). Connect plainly instead;
-    the web process keeps its pool. Django then checks a connection before reusing it (the pool's cheaper
-    check goes with the pool: config.postgresql).
+    the web process keeps its pool. Django then checks a connection before reusing it.
     """
     from django.db import connections
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
+from psycopg_pool import ConnectionPool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -77,20 +78,22 @@ def database_from_url(name: str, url: str) -> dict:
         if not parsed.path.strip("/"):
             raise ImproperlyConfigured(f"{name}={url!r} names no database: add /<name> at the end.")
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        options.update(statement_options(name, options.pop("server_side_binding", "true")))
         return {
-            "ENGINE": "config.postgresql",
+            "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parsed.path.lstrip("/")),
             "USER": unquote(parsed.username or ""),
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            # A connection is checked before use, so web and workers carry on after PostgreSQL restarts:
-            # a pooled one by config.postgresql without a round trip, so not by Django (see config.celery).
-            "CONN_HEALTH_CHECKS": False,
-            # Django's own psycopg 3 pool in the web process (Celery workers connect plainly).
+            # Django's psycopg 3 pool in the web process (Celery workers connect plainly: config.celery).
+            # The pool checks a connection before lending it, so the web carries on after PostgreSQL
+            # restarts.
             "OPTIONS": {
-                "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1)},
+                "pool": {
+                    "min_size": 1,
+                    "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1),
+                    "check": ConnectionPool.check_connection,
+                },
                 **options,
             },
             "TEST": {"NAME": env_str("DATABASE_TEST_NAME") or None},
@@ -103,20 +106,6 @@ def database_from_url(name: str, url: str) -> dict:
     raise ImproperlyConfigured(
         f"{name}={url!r} has scheme {parsed.scheme!r}: use postgres://user@host:port/name or sqlite:///path."
     )
-
-
-def statement_options(name: str, raw: str) -> dict:
-    """Server-side binding with prepared statements: PostgreSQL parses and plans a statement that a
-    connection repeats once instead of every time, and psycopg sends parameters apart from the text
-    instead of quoting them into it (together 10% more votes a second on the rating loop).
-    `?server_side_binding=false` on DATABASE_URL turns both off, as a pooler in transaction mode
-    (PgBouncer) needs."""
-    value = raw.strip().lower()
-    if value in TRUE_WORDS:
-        return {"server_side_binding": True, "prepare_threshold": 5}
-    if value in FALSE_WORDS - {""}:
-        return {}
-    raise ImproperlyConfigured(f"{name}: server_side_binding={raw!r} is not a boolean: use true or false.")
 
 
 def sqlite_database(path: Path) -> dict:
@@ -168,7 +157,6 @@ if not DEBUG and not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -218,32 +206,18 @@ TEMPLATES = [
     },
 ]
 
-# Threads that run requests in each web process (config.handler.RequestThreads). A few threads a
-# process and one process a core serve the most requests: many threads queue for the GIL.
-WEB_THREADS = env_int("DEPTH_ARENA_WEB_THREADS", 2, minimum=1)
-
 DATABASE_URL = env_str("DATABASE_URL")
 DATABASES = {
     "default": database_from_url("DATABASE_URL", DATABASE_URL)
     if DATABASE_URL
     else sqlite_database(DATA_DIR / "depth-arena.sqlite3")
 }
-_pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
-if _pool and _pool["max_size"] < WEB_THREADS + 1:
-    raise ImproperlyConfigured(
-        f"DATABASE_POOL_MAX={_pool['max_size']} leaves no connection beside DEPTH_ARENA_WEB_THREADS="
-        f"{WEB_THREADS}: each request thread holds one, and the WebSocket consumers need one more. Raise "
-        "DATABASE_POOL_MAX or lower DEPTH_ARENA_WEB_THREADS."
-    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "config.auth.UserBackend",  # Django's ModelBackend, reading the user with fixed SQL
-    # Sessions opened before UserBackend name this one; it stays listed so they stay logged in.
     "django.contrib.auth.backends.ModelBackend",
 ]
-SESSION_ENGINE = "config.sessions"  # Django's database sessions, read with fixed SQL
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},

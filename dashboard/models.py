@@ -57,7 +57,9 @@ class Lease(models.Model):
             models.UniqueConstraint(fields=["comparison", "rater"], name="lease_once_per_rater"),
             # A rater holds one comparison at a time, however many tabs ask at once.
             models.UniqueConstraint(
-                fields=["rater"], condition=models.Q(completed_at__isnull=True), name="one_open_lease_per_rater"
+                fields=["rater"],
+                condition=models.Q(completed_at__isnull=True),
+                name="one_open_lease_per_rater",
             ),
         ]
         indexes = [

@@ -19,7 +19,7 @@ def rater_pseudonym(user_id: int) -> str:
 
 
 def can_view_results(user: AbstractBaseUser) -> bool:
-    return user.is_authenticated and (user.is_staff or user.has_perm("dashboard.view_results"))
+    return user.has_perm("dashboard.view_results")
 
 
 def visible_experiments() -> QuerySet[Experiment]:

@@ -2,17 +2,21 @@
 
 from urllib.parse import urlencode
 
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.backends.utils import csrf_input
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import analysis, charts, exports, selectors, services, textdiff
 from dashboard.models import Rating, RatingSession
-from dashboard.permissions import rater_required, results_required
+from dashboard.permissions import RATE, VIEW_RESULTS
 from dashboard.selectors import can_view_results
 from evaluator.models import CRITERIA, Experiment
 from evaluator.selectors import experiment_progress
+
+# Anonymous visitors are sent to log in; logged-in users without the permission get 403.
+rater_required = permission_required(RATE, raise_exception=True)
+results_required = permission_required(VIEW_RESULTS, raise_exception=True)
 
 
 @require_GET
@@ -24,43 +28,19 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("rate")
 
 
-_READ = object()  # `session` not given: read the rater's active session here
-
-
-def _rating_context(
-    request: HttpRequest,
-    *,
-    error: str = "",
-    session=_READ,
-    after_vote: services.AfterVote | None = None,
-) -> dict:
-    """What the rating panel shows. `session` is the rater's active session when the caller has it;
-    `after_vote` carries the progress and the next comparison that a vote's transaction produced."""
-    if session is _READ:
-        session = services.active_session(rater=request.user)
-    progress = after_vote.progress if after_vote is not None else None
-    context = {
-        "session": session,
-        "error": error,
-        "verdicts": Rating.Verdict.choices,
-        # A page's forms share one hidden CSRF field, rendered once, for posts without script. A panel
-        # that htmx swaps in needs none: htmx sends the page's token in a header (hx-headers on <body>),
-        # and masking a fresh copy of the token cost a vote more CPU than the rest of the panel's context.
-        "csrf_field": "" if request.htmx else csrf_input(request),
-    }
-    if session is None or session.ended_at is not None:
-        last = session or RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
-        context["session"] = None
-        context["summary"] = progress or (services.session_summary(last) if last else None)
+def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
+    """What the rating panel shows: the session, its progress and the comparison leased to the rater."""
+    session = services.active_session(rater=request.user)
+    context = {"session": session, "error": error, "verdicts": Rating.Verdict.choices}
+    if session is None:
+        last = RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
+        context["summary"] = services.session_summary(last) if last else None
         context["default_target"] = services.DEFAULT_SESSION_TARGET
         return context
-    context["session_progress"] = progress or services.session_summary(session)
+    context["session_progress"] = services.session_summary(session)
     if session.paused_at is not None:
         return context
-    if after_vote is not None:
-        assignment = after_vote.assignment
-    else:
-        assignment = services.next_comparison(rater=request.user)
+    assignment = services.next_comparison(rater=request.user)
     if assignment is not None:
         page = assignment.page
         context["page"] = page
@@ -69,12 +49,13 @@ def _rating_context(
     return context
 
 
-def _render_rating(request: HttpRequest, *, error: str = "", status: int = 200, **kwargs) -> HttpResponse:
+def _render_rating(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
     template = "dashboard/rate.html#panel" if request.htmx else "dashboard/rate.html"
-    return render(request, template, _rating_context(request, error=error, **kwargs), status=status)
+    return render(request, template, _rating_context(request, error=error), status=status)
 
 
 def _after_action(request: HttpRequest, action, **kwargs) -> HttpResponse:
+    """Run a rater's action; a refusal is shown in the panel (htmx swaps only 2xx answers)."""
     try:
         action(rater=request.user, **kwargs)
     except services.RatingError as exc:
@@ -85,38 +66,35 @@ def _after_action(request: HttpRequest, action, **kwargs) -> HttpResponse:
 
 
 @require_GET
+@login_required
 @rater_required
 def rate(request: HttpRequest) -> HttpResponse:
     return _render_rating(request)
 
 
 @require_POST
+@login_required
 @rater_required
 def vote(request: HttpRequest, token: str) -> HttpResponse:
-    # The vote reads the rater's session (in its first statement): it counts in it, and the next page
-    # shows its progress.
-    try:
-        after_vote = services.vote_and_next(
-            rater=request.user,
-            token=token,
-            verdict=request.POST.get("verdict", ""),
-            comment=request.POST.get("comment", ""),
-            criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
-        )
-    except services.RatingError as exc:
-        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400)
-    if not request.htmx:
-        return redirect("rate")
-    return _render_rating(request, session=after_vote.session, after_vote=after_vote)
+    return _after_action(
+        request,
+        services.submit_rating,
+        token=token,
+        verdict=request.POST.get("verdict", ""),
+        comment=request.POST.get("comment", ""),
+        criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
+    )
 
 
 @require_POST
+@login_required
 @rater_required
 def skip(request: HttpRequest, token: str) -> HttpResponse:
     return _after_action(request, services.skip_comparison, token=token)
 
 
 @require_POST
+@login_required
 @rater_required
 def flag(request: HttpRequest, token: str) -> HttpResponse:
     return _after_action(
@@ -125,6 +103,7 @@ def flag(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_POST
+@login_required
 @rater_required
 def session_start(request: HttpRequest) -> HttpResponse:
     try:
@@ -135,30 +114,35 @@ def session_start(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@login_required
 @rater_required
 def session_pause(request: HttpRequest) -> HttpResponse:
     return _after_action(request, services.pause_session)
 
 
 @require_POST
+@login_required
 @rater_required
 def session_resume(request: HttpRequest) -> HttpResponse:
     return _after_action(request, services.resume_session)
 
 
 @require_POST
+@login_required
 @rater_required
 def session_end(request: HttpRequest) -> HttpResponse:
     return _after_action(request, services.end_session)
 
 
 @require_GET
+@login_required
 @results_required
 def results_list(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/results_list.html", {"experiments": selectors.visible_experiments()})
 
 
 @require_GET
+@login_required
 @results_required
 def results(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
@@ -193,6 +177,7 @@ def _heatmap_pair(request: HttpRequest, arms: list[analysis.Arm]) -> tuple[analy
 
 
 @require_GET
+@login_required
 @results_required
 def export_votes(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
@@ -202,6 +187,7 @@ def export_votes(request: HttpRequest, experiment_id: int) -> StreamingHttpRespo
 
 
 @require_GET
+@login_required
 @results_required
 def export_aggregates(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)

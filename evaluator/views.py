@@ -1,12 +1,9 @@
 """Staff pages of the evaluator: the jobs page (queued, running, done and failed jobs, workers) and retry."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.decorators import login_required, permission_required
 from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,19 +15,6 @@ from evaluator.heartbeat import OFFLINE_AFTER
 from evaluator.models import Experiment, Generation, Job, WorkerStatus
 
 LIST_LIMIT = 50
-
-
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Logged-in staff only: others are sent to log in, or refused when logged in."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not (request.user.is_active and request.user.is_staff):
-            raise PermissionDenied("The jobs page is open to staff.")
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 @dataclass(frozen=True)
@@ -93,7 +77,8 @@ def jobs_context() -> dict:
 
 
 @require_GET
-@staff_required
+@login_required
+@permission_required("evaluator.view_job", raise_exception=True)
 def jobs(request: HttpRequest) -> HttpResponse:
     template = "evaluator/jobs.html#live" if request.htmx else "evaluator/jobs.html"
     context = {**jobs_context(), "can_retry": request.user.has_perm("evaluator.change_experiment")}
@@ -101,10 +86,9 @@ def jobs(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@login_required
+@permission_required("evaluator.change_experiment", raise_exception=True)
 def retry(request: HttpRequest, experiment_id: int) -> HttpResponse:
-    if not request.user.has_perm("evaluator.change_experiment"):
-        raise PermissionDenied("Retrying needs the permission to change experiments.")
     experiment = get_object_or_404(Experiment, pk=experiment_id)
     try:
         count = services.retry_failed(experiment=experiment)

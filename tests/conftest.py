@@ -53,7 +53,9 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def raters_group(db) -> Group:
-    return Group.objects.get_or_create(name="raters")[0]
+    from dashboard.permissions import raters_group
+
+    return raters_group()
 
 
 @pytest.fixture

@@ -253,8 +253,13 @@ def test_staff_without_model_permissions_cannot_run_experiments(client, world, d
         == 403
     )
     assert client.post(reverse("retry_failed", args=[experiment.pk])).status_code == 403
-    assert client.get(reverse("jobs")).status_code == 200
+    assert client.get(reverse("jobs")).status_code == 403
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.SCHEDULED
+
+    clerk.user_permissions.add(Permission.objects.get(codename="view_job"))
+    clerk = django_user_model.objects.get(pk=clerk.pk)
+    client.force_login(clerk)
+    assert client.get(reverse("jobs")).status_code == 200
 
     clerk.user_permissions.add(Permission.objects.get(codename="change_experiment"))
     clerk = django_user_model.objects.get(pk=clerk.pk)

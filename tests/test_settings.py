@@ -29,20 +29,11 @@ def django_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     [
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://localhost"}, "DATABASE_URL"),
-        ({"DATABASE_URL": "postgres://localhost/x?server_side_binding=maybe"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
         ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG"),
         ({"DJANGO_DEBUG": "0", "DJANGO_ALLOWED_HOSTS": "x"}, "DJANGO_SECRET_KEY"),
         ({"DEPTH_ARENA_LEASE_SECONDS": "soon"}, "DEPTH_ARENA_LEASE_SECONDS"),
-        ({"DEPTH_ARENA_WEB_THREADS": "0"}, "DEPTH_ARENA_WEB_THREADS"),
-        (
-            {
-                "DATABASE_URL": "postgres://localhost/x",
-                "DATABASE_POOL_MAX": "2",
-                "DEPTH_ARENA_WEB_THREADS": "4",
-            },
-            "DATABASE_POOL_MAX",
-        ),
+        ({"DATABASE_URL": "postgres://localhost/x", "DATABASE_POOL_MAX": "0"}, "DATABASE_POOL_MAX"),
         ({"DEPTH_ARENA_DTYPE": "int8"}, "DEPTH_ARENA_DTYPE"),
     ],
 )
@@ -82,10 +73,11 @@ def test_with_nothing_set_it_runs_on_the_embedded_default(tmp_path):
     assert debug is True
 
 
-def test_postgresql_prepares_repeated_statements_unless_told_not_to():
+def test_postgresql_uses_djangos_backend_with_its_pool_and_passes_url_options():
     from config.settings import database_from_url
 
-    options = database_from_url("DATABASE_URL", "postgres://u@h:5432/db")["OPTIONS"]
-    assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 5)
-    options = database_from_url("DATABASE_URL", "postgres://u@h:5432/db?server_side_binding=false")["OPTIONS"]
-    assert "server_side_binding" not in options and "prepare_threshold" not in options
+    database = database_from_url("DATABASE_URL", "postgres://u:p%40ss@h:5432/db?sslmode=require")
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["USER"], database["PASSWORD"], database["NAME"]) == ("u", "p@ss", "db")
+    assert database["OPTIONS"]["sslmode"] == "require"
+    assert database["OPTIONS"]["pool"]["max_size"] == 8

@@ -4,10 +4,9 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.permissions import RATERS_GROUP
+from dashboard.permissions import raters_group
 from evaluator import services
 from evaluator.models import Experiment
 
@@ -49,7 +48,7 @@ class Command(BaseCommand):
         user = User.objects.create_user(
             username=username, password=password, is_staff=staff, is_superuser=staff
         )
-        user.groups.add(Group.objects.get_or_create(name=RATERS_GROUP)[0])
+        user.groups.add(raters_group())
         self.stdout.write(
             self.style.WARNING(f"Account {username!r} created, password: {password}  (shown once)")
         )
