@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
-from psycopg_pool import ConnectionPool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,12 +87,9 @@ def database_from_url(name: str, url: str) -> dict:
             # Django's psycopg 3 pool in the web process (Celery workers connect plainly: config.celery).
             # The pool checks a connection before lending it, so the web carries on after PostgreSQL
             # restarts.
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
-                "pool": {
-                    "min_size": 1,
-                    "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1),
-                    "check": ConnectionPool.check_connection,
-                },
+                "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 8, minimum=1)},
                 **options,
             },
             "TEST": {"NAME": env_str("DATABASE_TEST_NAME") or None},

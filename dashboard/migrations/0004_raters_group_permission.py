@@ -1,14 +1,18 @@
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 
 def give_raters_the_rating_permission(apps, schema_editor):
-    """Rating is Django's add_rating permission, held by the raters group."""
-    create_permissions(apps.get_app_config("dashboard"), verbosity=0, apps=apps)
+    """Rating is Django's add_rating permission, held by the raters group. On a new database the
+    permission is made here, as Django makes permissions only after all migrations ran."""
+    ContentType = apps.get_model("contenttypes", "ContentType")
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
+    rating, _ = ContentType.objects.get_or_create(app_label="dashboard", model="rating")
+    permission, _ = Permission.objects.get_or_create(
+        content_type=rating, codename="add_rating", defaults={"name": "Can add rating"}
+    )
     group, _ = Group.objects.get_or_create(name="raters")
-    group.permissions.add(Permission.objects.get(content_type__app_label="dashboard", codename="add_rating"))
+    group.permissions.add(permission)
 
 
 class Migration(migrations.Migration):

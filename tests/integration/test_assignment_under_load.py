@@ -36,13 +36,11 @@ def crafted_experiment(model_path, name: str, prompts: int, depths: tuple[int, .
 
 
 def rate_until_done(rater, errors: list[str]) -> None:
-    """As the vote view does: each vote's transaction also leases the rater's next comparison."""
+    """As the vote view does: a vote, then the rater's next comparison."""
     try:
         services.start_session(rater=rater, target=1000)
-        assignment = services.next_comparison(rater=rater)
-        while assignment is not None:
-            after = services.vote_and_next(rater=rater, token=assignment.page.token, verdict="left")
-            assignment = after.assignment
+        while (assignment := services.next_comparison(rater=rater)) is not None:
+            services.submit_rating(rater=rater, token=assignment.page.token, verdict="left")
     except Exception as exc:  # reported by the test, with the rater's name
         errors.append(f"{rater.username}: {type(exc).__name__}: {exc}")
     finally:
@@ -97,7 +95,7 @@ def test_a_vote_and_a_skip_sent_together_queue_instead_of_deadlocking(
             connections.close_all()
 
     def vote(token: str) -> None:
-        services.vote_and_next(rater=rater, token=token, verdict="tie")
+        services.submit_rating(rater=rater, token=token, verdict="tie")
 
     def skip(token: str) -> None:
         services.skip_comparison(rater=rater, token=token)
