@@ -11,5 +11,5 @@ COPY . .
 RUN DJANGO_SECRET_KEY=collectstatic-only-0123456789abcdefghijklmnop DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=x \
     python manage.py collectstatic --no-input
 EXPOSE 8000
-# daphne processes sharing port 8000, one per core up to 4 (with REDIS_URL); the worker runs on its own.
+# uvicorn on port 8000 with one worker process per core up to 4 (with REDIS_URL); the GPU worker runs on its own.
 CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]

@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # Tests run against PostgreSQL and Redis unless the caller points them elsewhere.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/depth_arena
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
+# The port `make run` serves on: make run PORT=8123.
+PORT ?= 8000
 # The CPU build of torch lies on disk here; without it pip would fetch a multi-gigabyte CUDA build.
 PIP_FIND := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
@@ -25,7 +27,7 @@ run: $(BIN)/.installed-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py build_tiny_moe
 	$(BIN)/python manage.py load_demo --schedule
-	$(BIN)/python manage.py serve
+	$(BIN)/python manage.py serve --port $(PORT)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
