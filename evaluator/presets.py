@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from evaluator import services
+from evaluator import scheduling
 from evaluator.engine.context import ContextConfig
 from evaluator.engine.depth import DepthPolicy, normalize_label
 from evaluator.engine.loading import CheckpointError
@@ -170,7 +170,7 @@ def ensure_validated(checkpoint: Checkpoint) -> Checkpoint:
     if checkpoint.num_experts and checkpoint.default_top_k:
         return checkpoint
     try:
-        services.validate_checkpoint(checkpoint)
+        scheduling.validate_checkpoint(checkpoint)
     except CheckpointError as exc:
         raise PresetError(f"Checkpoint {checkpoint.name!r} cannot be used: {exc}") from exc
     return checkpoint

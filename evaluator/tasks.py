@@ -1,12 +1,13 @@
 """Celery tasks: the only bridge between the job queue and the engine. Load ids, run the engine, store."""
 
 import logging
+import uuid
 
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection
 
-from evaluator import services
+from evaluator import jobs
 from evaluator.engine.generate import Request, Sampling
 from evaluator.engine.generate import generate_arm as engine_generate_arm
 from evaluator.engine.loading import get_loaded
@@ -19,17 +20,19 @@ log = logging.getLogger(__name__)
 def generate_arm(self, experiment_id: int, variant_id: int) -> int:
     """Produce every missing output of one arm, a batch at a time. Returns how many were stored.
 
-    Safe to run twice: only pending rows are generated and a row is stored once. Between batches it
-    looks at the experiment again, so pausing or cancelling stops it at the next batch.
+    Safe to run twice: the job claims the arm's pending rows, generates only those it still holds and
+    stores a row once. Between batches it looks at the experiment again, so pausing or cancelling stops
+    it at the next batch.
     """
-    task_id = self.request.id
+    # Called in-process (a test, a command) there is no message, so the claim gets an id of its own.
+    task_id = self.request.id or f"local-{uuid.uuid4()}"
     experiment = Experiment.objects.select_related("checkpoint").get(pk=experiment_id)
     if experiment.status != Experiment.Status.SCHEDULED:
-        services.job_finished(task_id=task_id, stored=0, note=f"experiment is {experiment.status}")
+        jobs.job_finished(task_id=task_id, stored=0, note=f"experiment is {experiment.status}")
         return 0
-    services.job_started(task_id=task_id, worker=self.request.hostname or "")
+    jobs.job_started(task_id=task_id, worker=self.request.hostname or "")
     variant = Variant.objects.get(pk=variant_id)
-    rows = services.pending_generations(experiment_id=experiment_id, variant_id=variant_id)
+    rows = jobs.claim_generations(experiment_id=experiment_id, variant_id=variant_id, task_id=task_id)
     try:
         checkpoint = experiment.checkpoint
         dtype = settings.ENGINE_DTYPE if checkpoint.dtype == "auto" else checkpoint.dtype
@@ -43,8 +46,8 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         sampling = Sampling.from_dict(experiment.sampling or {})
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        services.fail_generations(generation_ids=[g.pk for g in rows], message=message)
-        services.job_failed(task_id=task_id, error=message)
+        jobs.fail_generations(generation_ids=[g.pk for g in rows], message=message)
+        jobs.job_failed(task_id=task_id, error=message)
         raise
     stored = 0
     batch_size = settings.ENGINE_BATCH_SIZE
@@ -53,9 +56,14 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         # inside a caller's transaction, as when a test or a command runs the task in-process).
         if not connection.in_atomic_block:
             close_old_connections()
-        if not services.experiment_is_running(experiment_id):
+        if not jobs.experiment_is_running(experiment_id):
             break
         batch = rows[start : start + batch_size]
+        # A job superseded (the arm queued again) or presumed dead leaves the rest to the new holder.
+        held = jobs.still_claimed(task_id=task_id, generation_ids=[g.pk for g in batch])
+        batch = [g for g in batch if g.pk in held]
+        if not batch:
+            continue
         requests = [
             Request(
                 key=g.pk,
@@ -77,19 +85,19 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
             )
         except Exception as exc:
             log.exception("arm %s of experiment %s failed on a batch", variant_id, experiment_id)
-            services.fail_generations(
+            jobs.fail_generations(
                 generation_ids=[g.pk for g in batch], message=f"{type(exc).__name__}: {exc}"
             )
             continue
         try:
-            stored += services.store_results(experiment_id=experiment_id, results=results)
+            stored += jobs.store_results(experiment_id=experiment_id, results=results)
         except OperationalError:
             # The outputs of this batch are lost with the connection; they are still pending, and a
             # retry of the job (the same task, later) writes them.
             if not connection.in_atomic_block:
                 close_old_connections()
-            services.job_failed(task_id=task_id, error="the database went away while storing; retrying")
+            jobs.job_failed(task_id=task_id, error="the database went away while storing; retrying")
             raise self.retry(countdown=5, max_retries=5) from None
-        services.job_progress(task_id=task_id, stored=stored)
-    services.job_finished(task_id=task_id, stored=stored)
+        jobs.job_progress(task_id=task_id, stored=stored)
+    jobs.job_finished(task_id=task_id, stored=stored)
     return stored

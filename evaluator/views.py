@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from evaluator import services
+from evaluator import scheduling
 from evaluator.heartbeat import OFFLINE_AFTER
 from evaluator.models import Experiment, Generation, Job, WorkerStatus
 
@@ -91,7 +91,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
 def retry(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
     try:
-        count = services.retry_failed(experiment=experiment)
+        count = scheduling.retry_failed(experiment=experiment)
     except Exception as exc:
         messages.error(request, f"{experiment}: the failed outputs could not be queued again ({exc}).")
     else:

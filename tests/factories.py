@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 
-from evaluator import services
+from evaluator import jobs, scheduling
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Prompt, Variant
 
 
@@ -59,7 +59,7 @@ def store_crafted_outputs(experiment: Experiment, texts: dict) -> None:
             tokens_per_s=30.0,
             finished_at=timezone.now(),
         )
-    services.mark_ready_comparisons(
+    jobs.mark_ready_comparisons(
         experiment_id=experiment.pk, generation_ids=list(experiment.generations.values_list("pk", flat=True))
     )
 
@@ -78,5 +78,5 @@ def run_generations(experiment: Experiment) -> None:
 
 def scheduled_experiment(checkpoint: Checkpoint, **kwargs) -> Experiment:
     experiment = make_experiment(checkpoint, **kwargs)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     return experiment

@@ -10,7 +10,8 @@ WEB_MODULES = [
     "dashboard.views",
     "dashboard.exports",
     "evaluator.admin",
-    "evaluator.services",
+    "evaluator.jobs",
+    "evaluator.scheduling",
     "evaluator.tasks",
 ]
 

@@ -213,10 +213,10 @@ def test_an_arm_on_a_checkpoint_never_validated_asks_for_validation_first(staff,
 
 
 def test_an_arm_with_outputs_keeps_its_depth(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     variant = experiment.variants.get(name="k=1")
 
     response = staff.post(
@@ -416,10 +416,10 @@ def test_operations_are_posted_never_run_by_a_link(staff, checkpoint):
 
 
 def test_cancelling_from_the_list_asks_first_then_marks_rows(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     url = reverse("admin:evaluator_experiment_changelist")
 
     asked = staff.post(url, {"action": "cancel", "_selected_action": [experiment.pk]})
@@ -436,10 +436,10 @@ def test_cancelling_from_the_list_asks_first_then_marks_rows(staff, checkpoint):
 
 
 def test_a_scheduled_experiment_shows_its_settings_read_only_but_lets_priority_change(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     url = reverse("admin:evaluator_experiment_change", args=[experiment.pk])
 
     page = page_text(staff.get(url))
@@ -457,11 +457,11 @@ def test_a_scheduled_experiment_shows_its_settings_read_only_but_lets_priority_c
 
 
 def test_progress_and_time_left_come_from_measured_speed(staff, checkpoint, settings):
-    from evaluator import services
+    from evaluator import scheduling
 
     settings.ENGINE_BATCH_SIZE = 2
     experiment = draft(checkpoint, ks=(1, 2), texts=("Dear team,", "Premise one:", "Hello", "Why"))
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     first = experiment.variants.get(name="k=1")
     generate_arm(experiment.pk, first.pk)
     speed = (
@@ -473,7 +473,7 @@ def test_progress_and_time_left_come_from_measured_speed(staff, checkpoint, sett
 
     assert '<progress max="8" value="4"></progress> Outputs 4 / 8' in page
     assert f"at {speed:.1f} tokens/s per stream" in page
-    from evaluator.admin import format_duration
+    from evaluator.admin.formatting import format_duration
 
     assert f"≈ {format_duration(expected_seconds)}" in page
     listing = page_text(staff.get(reverse("admin:evaluator_experiment_changelist")))
@@ -481,10 +481,10 @@ def test_progress_and_time_left_come_from_measured_speed(staff, checkpoint, sett
 
 
 def test_time_left_waits_for_a_first_measurement(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
 
     page = page_text(staff.get(reverse("admin:evaluator_experiment_change", args=[experiment.pk])))
 
@@ -528,10 +528,10 @@ def test_a_checkpoint_action_opens_the_preset_page_for_it(staff, checkpoint):
 
 
 def test_retry_failed_from_the_admin_puts_failed_outputs_back(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     Generation.objects.filter(experiment=experiment).update(status=Generation.Status.FAILED, error="boom")
 
     response = staff.post(
@@ -543,10 +543,10 @@ def test_retry_failed_from_the_admin_puts_failed_outputs_back(staff, checkpoint)
 
 
 def test_jobs_and_outputs_are_read_only_records(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     generation = Generation.objects.first()
 
     assert staff.get(reverse("admin:evaluator_generation_changelist")).status_code == 200
@@ -562,11 +562,11 @@ def test_unfinished_arms_are_queued_again_unless_a_live_worker_runs_them(staff, 
 
     from django.utils import timezone
 
-    from evaluator import services
+    from evaluator import scheduling
     from evaluator.models import WorkerStatus
 
     experiment = draft(checkpoint, ks=(1, 2, 4))
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     k1, k2, k4 = (experiment.variants.get(name=f"k={k}") for k in (1, 2, 4))
     lost = Job.objects.create(experiment=experiment, variant=k1, task_id="lost-in-a-restarted-broker")
     Job.objects.create(
@@ -589,10 +589,10 @@ def test_unfinished_arms_are_queued_again_unless_a_live_worker_runs_them(staff, 
 
 
 def test_cancelling_from_the_change_page_asks_first(staff, checkpoint):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = draft(checkpoint)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     url = reverse("admin:evaluator_experiment_operate", args=[experiment.pk, "cancel"])
 
     asked = page_text(staff.post(url))

@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluator import services
+from evaluator import jobs
 from evaluator.consumers import JobsConsumer
 from evaluator.events import JOBS_GROUP
 from evaluator.models import Category, Checkpoint, Experiment, Generation, Job, Prompt, Variant, WorkerStatus
@@ -63,12 +63,12 @@ def staff(client, admin_user):
 def test_jobs_appear_in_the_section_of_their_state(staff, experiment):
     job(experiment, "k=1", "queued-1")
     job(experiment, "k=2", "running-1")
-    services.job_started(task_id="running-1", worker="gpu0@host")
+    jobs.job_started(task_id="running-1", worker="gpu0@host")
     job(experiment, "k=1", "done-1")
-    services.job_started(task_id="done-1", worker="gpu0@host")
-    services.job_finished(task_id="done-1", stored=7)
+    jobs.job_started(task_id="done-1", worker="gpu0@host")
+    jobs.job_finished(task_id="done-1", stored=7)
     job(experiment, "k=2", "failed-1")
-    services.job_failed(task_id="failed-1", error="CUDA out of memory")
+    jobs.job_failed(task_id="failed-1", error="CUDA out of memory")
     worker("gpu0@host")
 
     html = staff.get(reverse("jobs")).content.decode()
@@ -82,8 +82,8 @@ def test_jobs_appear_in_the_section_of_their_state(staff, experiment):
 
 def test_a_job_run_again_after_an_interruption_says_so(staff, experiment):
     job(experiment, "k=1", "again")
-    services.job_started(task_id="again", worker="gpu0@host")
-    services.job_started(task_id="again", worker="gpu0@host")
+    jobs.job_started(task_id="again", worker="gpu0@host")
+    jobs.job_started(task_id="again", worker="gpu0@host")
 
     html = staff.get(reverse("jobs")).content.decode()
 
@@ -92,7 +92,7 @@ def test_a_job_run_again_after_an_interruption_says_so(staff, experiment):
 
 def test_a_running_job_whose_worker_went_silent_is_flagged(staff, experiment):
     job(experiment, "k=1", "orphan")
-    services.job_started(task_id="orphan", worker="gone@host")
+    jobs.job_started(task_id="orphan", worker="gone@host")
     worker("gone@host", seconds_ago=120)
 
     html = staff.get(reverse("jobs")).content.decode()
@@ -118,7 +118,7 @@ def test_workers_show_host_device_memory_and_model_and_go_offline_after_a_minute
 
 
 def test_failed_outputs_are_listed_with_their_message_and_retried_by_post(staff, experiment):
-    services.fail_generations(
+    jobs.fail_generations(
         generation_ids=list(experiment.generations.values_list("pk", flat=True)), message="ValueError: bad"
     )
     html = staff.get(reverse("jobs")).content.decode()
@@ -139,7 +139,7 @@ def test_retry_requires_the_csrf_token(admin_user, experiment):
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
-    services.fail_generations(
+    jobs.fail_generations(
         generation_ids=list(experiment.generations.values_list("pk", flat=True)), message="x"
     )
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from evaluator import presets, services
+from evaluator import presets, scheduling
 from evaluator.models import Category, Checkpoint, Experiment, Prompt, Variant
 
 pytestmark = pytest.mark.django_db
@@ -169,7 +169,7 @@ def test_a_preset_experiment_on_the_trained_model_schedules(tiny_model_path, pro
     Prompt.objects.filter(category__slug="long_context").delete()
 
     experiment = presets.create_from_preset(preset="depth-sweep", checkpoint=tiny)
-    report = services.schedule_experiment(experiment=experiment)
+    report = scheduling.schedule_experiment(experiment=experiment)
 
     assert report.arms == len(presets.scaled_depths(tiny.num_experts, tiny.default_top_k, (0.25, 0.5, 1, 2)))
     assert experiment.generations.count() == report.arms * 2

@@ -3,9 +3,9 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from evaluator import services
+from evaluator import scheduling
 from evaluator.models import Checkpoint, Comparison, Experiment, Generation, Job
-from evaluator.services import ScheduleError
+from evaluator.scheduling import ScheduleError
 from tests.factories import make_checkpoint, make_experiment
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def test_a_folder_without_an_moe_model_is_refused(tmp_path):
 def test_scheduling_creates_every_output_and_pair(checkpoint, django_capture_on_commit_callbacks):
     experiment = make_experiment(checkpoint, depths=(1, 2, 4), seeds=(0, 1))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        report = services.schedule_experiment(experiment=experiment)
+        report = scheduling.schedule_experiment(experiment=experiment)
     assert (report.generations, report.comparisons, report.arms) == (3 * 2 * 2, 3 * 2 * 2, 3)
     assert Generation.objects.filter(experiment=experiment, status="pending").count() == 12
     experiment.refresh_from_db()
@@ -53,7 +53,7 @@ def test_scheduling_creates_every_output_and_pair(checkpoint, django_capture_on_
 def test_queueing_creates_one_job_per_arm(checkpoint, django_capture_on_commit_callbacks):
     experiment = make_experiment(checkpoint, depths=(1, 4))
     with django_capture_on_commit_callbacks(execute=True):
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     assert Job.objects.filter(experiment=experiment, status="queued").count() == 2
 
 
@@ -66,7 +66,7 @@ def test_pairing_rules(checkpoint, pairing, pairs, django_capture_on_commit_call
         experiment.baseline = experiment.variants.get(name="k=4")
         experiment.save(update_fields=["baseline"])
     with django_capture_on_commit_callbacks(execute=False):
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     comparisons = Comparison.objects.filter(experiment=experiment).select_related(
         "left__variant", "right__variant"
     )
@@ -82,7 +82,7 @@ def test_a_prompt_too_long_for_an_arm_is_reported_before_anything_is_queued(chec
     long_text = "The courier's code is 4172. " * 400
     experiment = make_experiment(checkpoint, prompts=[("routine", "Hi"), ("long_context", long_text)])
     with pytest.raises(ScheduleError) as caught:
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     assert any("tokens, over the" in p and "long_context" in p for p in caught.value.problems)
     experiment.refresh_from_db()
     assert experiment.status == Experiment.Status.DRAFT and "tokens, over the" in experiment.schedule_error
@@ -92,14 +92,14 @@ def test_a_prompt_too_long_for_an_arm_is_reported_before_anything_is_queued(chec
 def test_a_depth_above_the_number_of_experts_is_refused(checkpoint):
     experiment = make_experiment(checkpoint, depths=(4, 32))
     with pytest.raises(ScheduleError) as caught:
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     assert any("k=32" in p for p in caught.value.problems)
 
 
 def test_an_experiment_is_scheduled_once(checkpoint, django_capture_on_commit_callbacks):
     experiment = make_experiment(checkpoint)
     with django_capture_on_commit_callbacks(execute=False):
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     with pytest.raises(ScheduleError, match="not a draft"):
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
     assert Generation.objects.filter(experiment=experiment).count() == 4

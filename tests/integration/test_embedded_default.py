@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow]
 
 SETUP = """
 from evaluator.models import Category, Checkpoint, Experiment, Prompt, Variant
-from evaluator.services import schedule_experiment
+from evaluator.scheduling import schedule_experiment
 from django.conf import settings
 c = Checkpoint(name="tiny", path=str(settings.TINY_MOE_PATH)); c.full_clean(); c.save()
 cat = Category.objects.create(slug="routine", name="Routine")

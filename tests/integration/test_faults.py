@@ -20,7 +20,7 @@ from django.db import connections
 from django.urls import reverse
 from kombu import pools
 
-from evaluator import services
+from evaluator import scheduling
 from evaluator.models import (
     Category,
     Checkpoint,
@@ -163,7 +163,7 @@ def test_scheduling_while_redis_is_unreachable_leaves_a_draft_with_the_error_and
         assert "The job queue could not be reached" in change_page.content.decode()
 
         with redis_server(port, tmp_path):
-            report = services.schedule_experiment(experiment=experiment)
+            report = scheduling.schedule_experiment(experiment=experiment)
             import redis
 
             queued = redis.Redis(port=port).llen("gpu")
@@ -204,7 +204,7 @@ def test_a_worker_killed_mid_batch_runs_its_job_again_and_writes_every_output_on
     experiment = make_study(tiny_model_path, name="killed", prompts=24, new_tokens=160)
     worker = start_worker({**fault_env, "DEPTH_ARENA_BATCH_SIZE": "2"}, tmp_path / "worker.log")
     try:
-        services.schedule_experiment(experiment=experiment)
+        scheduling.schedule_experiment(experiment=experiment)
         total = Generation.objects.filter(experiment=experiment).count()
         child = wait_for(lambda: child_of(worker.pid), timeout=120, message="the worker sent no heartbeat")
         first_arm = wait_for(
@@ -304,7 +304,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
     try:
         with web_server(env, tmp_path / "web.log") as base:
             before = make_study(tiny_model_path, name="before restart")
-            services.schedule_experiment(experiment=before)
+            scheduling.schedule_experiment(experiment=before)
             wait_for(
                 lambda: (
                     Generation.objects.filter(experiment=before, status=Generation.Status.DONE).count() == 4
@@ -318,7 +318,7 @@ def test_web_and_worker_reconnect_after_postgresql_restarts(
             restart_postgresql()
 
             after = make_study(tiny_model_path, name="after restart")
-            services.schedule_experiment(experiment=after)
+            scheduling.schedule_experiment(experiment=after)
             wait_for(
                 lambda: (
                     Generation.objects.filter(experiment=after, status=Generation.Status.DONE).count() == 4

@@ -18,10 +18,10 @@ pytestmark = [pytest.mark.slow]
 def test_a_scheduled_experiment_is_generated_by_a_worker_rated_and_exported(
     celery_worker_process, client, rater, admin_user, tiny_model_path
 ):
-    from evaluator import services
+    from evaluator import scheduling
 
     experiment = make_experiment(make_checkpoint(tiny_model_path), depths=(1, 4, 8), max_new_tokens=16)
-    services.schedule_experiment(experiment=experiment)
+    scheduling.schedule_experiment(experiment=experiment)
     total = Generation.objects.filter(experiment=experiment).count()
     assert total == 3 * 2
 

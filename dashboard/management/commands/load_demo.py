@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.permissions import raters_group
-from evaluator import services
+from evaluator import demo, scheduling
 from evaluator.models import Experiment
 
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No small model at {model_path}: run `python manage.py build_tiny_moe` first."
             )
-        experiment = services.ensure_demo_data(checkpoint_path=model_path)
+        experiment = demo.ensure_demo_data(checkpoint_path=model_path)
         self.stdout.write(
             f"Demo experiment: {experiment.name} ({experiment.prompts.count()} prompts, "
             f"{experiment.variants.count()} arms)"
@@ -32,8 +32,8 @@ class Command(BaseCommand):
         self._account("rater", staff=False)
         if schedule and experiment.status == Experiment.Status.DRAFT:
             try:
-                report = services.schedule_experiment(experiment=experiment)
-            except services.ScheduleError as exc:
+                report = scheduling.schedule_experiment(experiment=experiment)
+            except scheduling.ScheduleError as exc:
                 raise CommandError(
                     "The demo could not be scheduled:\n- " + "\n- ".join(exc.problems)
                 ) from exc

@@ -7,8 +7,8 @@ import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from evaluator.demo import DEMO_PROMPTS
 from evaluator.engine.bench import bench_engine
-from evaluator.services import DEMO_PROMPTS
 
 
 class Command(BaseCommand):

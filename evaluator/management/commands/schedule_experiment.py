@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluator import presets, services
+from evaluator import presets, scheduling
 from evaluator.management.lookup import by_id_or_name
 from evaluator.models import Checkpoint, Experiment
 
@@ -45,8 +45,8 @@ class Command(BaseCommand):
                 raise CommandError("--checkpoint and --create-only go with --preset.")
             experiment = by_id_or_name(Experiment, options["experiment"], "experiment")
         try:
-            report = services.schedule_experiment(experiment=experiment)
-        except services.ScheduleError as exc:
+            report = scheduling.schedule_experiment(experiment=experiment)
+        except scheduling.ScheduleError as exc:
             raise CommandError(
                 f"{experiment} was not scheduled:\n" + "\n".join(f"  - {p}" for p in exc.problems)
             ) from exc

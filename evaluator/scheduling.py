@@ -1,35 +1,36 @@
-"""Writes of the evaluator: schedule experiments, claim and store generations, load demo data."""
+"""Scheduling experiments: checks before anything runs, rows in one transaction, jobs on commit, and
+moving a scheduled experiment on (pause, resume, cancel, retry, queue again)."""
 
 import itertools
-import json
 import logging
 import math
 import random
 import secrets
-import uuid
+from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
-from evaluator import events
+from evaluator import events, jobs
 from evaluator.engine.context import input_limit
-from evaluator.engine.generate import Result, Sampling, prompt_token_counts
+from evaluator.engine.generate import Sampling, prompt_token_counts
 from evaluator.engine.loading import Architecture, inspect_checkpoint
-from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
+from evaluator.heartbeat import OFFLINE_AFTER
+from evaluator.models import (
+    Checkpoint,
+    Comparison,
+    Experiment,
+    Generation,
+    Job,
+    Prompt,
+    Variant,
+    WorkerStatus,
+)
 
 log = logging.getLogger(__name__)
-
-DEMO_PROMPTS = Path(__file__).resolve().parent / "demo_prompts.json"
-DEMO_CATEGORIES = [
-    ("routine", "Routine", "E-mails, templates and short requests: a good answer is short and correct."),
-    ("dialogue", "Dialogue", "A conversation turn: helpful, on topic, natural."),
-    ("philosophy", "Philosophy", "Reasoning about an argument: premises, objections, conclusions."),
-    ("long_context", "Long context", "A long document, then a question that needs a fact from it."),
-]
 
 
 def validate_checkpoint(checkpoint: Checkpoint) -> Architecture:
@@ -167,7 +168,7 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
             for s in experiment.seeds
         )
         by_key = {(g.variant_id, g.prompt_id, g.seed): g for g in generations}
-        comparisons = []
+        comparisons, strata = [], []
         for a, b in pairs_for(experiment, variants):
             for p in prompts:
                 for s in experiment.seeds:
@@ -177,7 +178,12 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
                     comparisons.append(
                         Comparison(experiment=experiment, prompt=p, seed=s, left=first, right=second)
                     )
-        comparisons += gold_comparisons(experiment, generations, len(comparisons), rng)
+                    strata.append((a.pk, b.pk, p.category_id))
+        gold = gold_comparisons(experiment, generations, len(comparisons), rng)
+        comparisons += gold
+        strata += ["gold"] * len(gold)
+        for comparison, key in zip(comparisons, hand_out_keys(strata, rng), strict=True):
+            comparison.order_key = key
         Comparison.objects.bulk_create(comparisons)
         Experiment.objects.filter(pk=experiment.pk).update(
             status=Experiment.Status.SCHEDULED, scheduled_at=timezone.now(), schedule_error=""
@@ -186,6 +192,24 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
         transaction.on_commit(lambda: _enqueue_or_unschedule(experiment.pk, variant_ids))
     experiment.refresh_from_db()
     return ScheduleReport(generations=len(generations), comparisons=len(comparisons), arms=len(variants))
+
+
+def hand_out_keys(strata: list[Hashable], rng: random.Random) -> list[float]:
+    """A random place in the hand-out order for each item, balanced across strata in every prefix.
+
+    Within a stratum of n items, shuffled, the i-th gets a key in [i/n, (i+1)/n): whatever number of
+    comparisons has been handed out, each stratum (a pair of arms in a category) has had its share
+    within one, and the order still names no arm.
+    """
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, stratum in enumerate(strata):
+        members[stratum].append(index)
+    keys = [0.0] * len(strata)
+    for indices in members.values():
+        rng.shuffle(indices)
+        for i, index in enumerate(indices):
+            keys[index] = (i + rng.random()) / len(indices)
+    return keys
 
 
 def gold_comparisons(
@@ -208,19 +232,6 @@ def gold_comparisons(
     ]
 
 
-def degraded_copy(text: str, *, seed: int) -> str:
-    """A clearly worse version of a text: its opening, then its words out of order and repeated."""
-    words = text.split()
-    if len(words) < 4:
-        return (text + " " + text).strip() + " …"
-    rng = random.Random(seed)
-    keep = max(1, len(words) // 3)
-    rest = words[keep:]
-    rng.shuffle(rest)
-    stutter = rest[: max(2, len(rest) // 4)]
-    return " ".join(words[:keep] + stutter + stutter + rest)
-
-
 def _record_schedule_error(experiment: Experiment, problems: list[str]) -> None:
     experiment.schedule_error = "\n".join(problems)
     experiment.save(update_fields=["schedule_error"])
@@ -229,7 +240,7 @@ def _record_schedule_error(experiment: Experiment, problems: list[str]) -> None:
 def _enqueue_or_unschedule(experiment_id: int, variant_ids: list[int]) -> None:
     try:
         for variant_id in variant_ids:
-            enqueue_arm(experiment_id=experiment_id, variant_id=variant_id)
+            jobs.enqueue_arm(experiment_id=experiment_id, variant_id=variant_id)
     except Exception as exc:
         log.exception("queueing experiment %s failed", experiment_id)
         message = (
@@ -244,132 +255,6 @@ def _enqueue_or_unschedule(experiment_id: int, variant_ids: list[int]) -> None:
                 status=Experiment.Status.DRAFT, scheduled_at=None, schedule_error=message
             )
         raise ScheduleError([message]) from exc
-
-
-def enqueue_arm(*, experiment_id: int, variant_id: int) -> Job:
-    """The one place that hands work to Celery: a Job row first, then the message with the same id."""
-    from evaluator.tasks import generate_arm
-
-    job = Job.objects.create(experiment_id=experiment_id, variant_id=variant_id, task_id=str(uuid.uuid4()))
-    try:
-        generate_arm.apply_async(
-            args=[experiment_id, variant_id],
-            task_id=job.task_id,
-            queue="gpu",
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except Exception:
-        job.delete()
-        raise
-    return job
-
-
-def pending_generations(*, experiment_id: int, variant_id: int) -> list[Generation]:
-    """Lock and return what is still missing for one arm; rows another worker holds are skipped."""
-    with transaction.atomic():
-        rows = list(
-            Generation.objects.select_for_update(skip_locked=True)
-            .filter(experiment_id=experiment_id, variant_id=variant_id, status=Generation.Status.PENDING)
-            .select_related("prompt__category")
-            .order_by("prompt_id", "seed")
-        )
-        Generation.objects.filter(pk__in=[g.pk for g in rows]).update(attempts=F("attempts") + 1)
-    return rows
-
-
-def store_results(*, experiment_id: int, results: list[Result]) -> int:
-    """Store one batch of outputs; a row already done (a redelivered job) is left as it is."""
-    now = timezone.now()
-    stored = 0
-    with transaction.atomic():
-        for r in results:
-            fields = dict(
-                prompt_tokens=r.prompt_tokens,
-                new_tokens=r.new_tokens,
-                seconds=r.seconds,
-                tokens_per_s=r.tokens_per_s,
-                depth_k=r.depth_k,
-                mean_active_experts=r.mean_active_experts,
-                routing=r.routing,
-                finished_at=now,
-            )
-            if r.error:
-                fields.update(status=Generation.Status.FAILED, error=r.error)
-            else:
-                fields.update(status=Generation.Status.DONE, text=r.text, error="")
-            stored += Generation.objects.filter(pk=r.key, status=Generation.Status.PENDING).update(**fields)
-        ready = mark_ready_comparisons(experiment_id=experiment_id, generation_ids=[r.key for r in results])
-    transaction.on_commit(lambda: events.experiment_changed(experiment_id, ready_comparisons=ready))
-    return stored
-
-
-def experiment_is_running(experiment_id: int) -> bool:
-    return Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.SCHEDULED).exists()
-
-
-def job_started(*, task_id: str, worker: str) -> None:
-    Job.objects.filter(task_id=task_id).update(
-        status=Job.Status.RUNNING,
-        worker=worker,
-        started_at=timezone.now(),
-        attempts=F("attempts") + 1,
-        error="",
-    )
-    _job_event(task_id)
-
-
-def job_progress(*, task_id: str, stored: int) -> None:
-    Job.objects.filter(task_id=task_id).update(stored=stored)
-
-
-def job_finished(*, task_id: str, stored: int, note: str = "") -> None:
-    Job.objects.filter(task_id=task_id).exclude(status=Job.Status.CANCELLED).update(
-        status=Job.Status.DONE, stored=stored, error=note, finished_at=timezone.now()
-    )
-    _job_event(task_id)
-
-
-def job_failed(*, task_id: str, error: str) -> None:
-    Job.objects.filter(task_id=task_id).update(
-        status=Job.Status.FAILED, error=error[:5000], finished_at=timezone.now()
-    )
-    _job_event(task_id)
-
-
-def _job_event(task_id: str) -> None:
-    experiment_id = Job.objects.filter(task_id=task_id).values_list("experiment_id", flat=True).first()
-    if experiment_id is not None:
-        transaction.on_commit(lambda: events.experiment_changed(experiment_id, job=task_id))
-
-
-def fail_generations(*, generation_ids: list[int], message: str) -> None:
-    Generation.objects.filter(pk__in=generation_ids, status=Generation.Status.PENDING).update(
-        status=Generation.Status.FAILED, error=message[:5000], finished_at=timezone.now()
-    )
-
-
-def mark_ready_comparisons(*, experiment_id: int, generation_ids: list[int]) -> int:
-    """Comparisons become ready when both outputs exist; identical outputs are recorded, never shown."""
-    candidates = list(
-        Comparison.objects.filter(experiment_id=experiment_id, ready_at__isnull=True)
-        .filter(Q(left_id__in=generation_ids) | Q(right_id__in=generation_ids))
-        .filter(left__status=Generation.Status.DONE, right__status=Generation.Status.DONE)
-        .values_list("pk", "gold_side", "left__text", "right__text")
-    )
-    now = timezone.now()
-    identical, different = [], []
-    for pk, gold_side, left_text, right_text in candidates:
-        if gold_side:
-            gold_text = degraded_copy(left_text, seed=pk)
-            Comparison.objects.filter(pk=pk).update(
-                gold_text=gold_text, ready_at=now, is_identical=gold_text == left_text
-            )
-            (identical if gold_text == left_text else different).append(pk)
-        else:
-            (identical if left_text == right_text else different).append(pk)
-            Comparison.objects.filter(pk=pk).update(ready_at=now, is_identical=left_text == right_text)
-    return len(different)
 
 
 def pause_experiment(*, experiment: Experiment) -> None:
@@ -404,38 +289,33 @@ def resume_experiment(*, experiment: Experiment) -> int:
             finished_at=timezone.now(),
             error="superseded when the experiment resumed",
         )
+        jobs.release_claims(generations=Generation.objects.filter(experiment=experiment))
         for variant_id in variant_ids:
-            transaction.on_commit(lambda v=variant_id: enqueue_arm(experiment_id=experiment.pk, variant_id=v))
+            transaction.on_commit(
+                lambda v=variant_id: jobs.enqueue_arm(experiment_id=experiment.pk, variant_id=v)
+            )
     return len(variant_ids)
 
 
 def cancel_experiment(*, experiment: Experiment) -> int:
     """Stop for good: queued jobs are revoked, unwritten outputs marked cancelled. Returns jobs revoked."""
-    from config.celery import app
-
     with transaction.atomic():
         Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.CANCELLED)
         Generation.objects.filter(experiment=experiment, status=Generation.Status.PENDING).update(
             status=Generation.Status.CANCELLED, finished_at=timezone.now()
         )
-        jobs = list(
+        task_ids = list(
             Job.objects.filter(
                 experiment=experiment, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
             ).values_list("task_id", flat=True)
         )
-        Job.objects.filter(task_id__in=jobs).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
-
-        def revoke() -> None:
-            try:
-                app.control.revoke(jobs)
-            except Exception:
-                # A job that still starts finds the experiment cancelled and stops at once.
-                log.warning("could not revoke the jobs of experiment %s", experiment.pk, exc_info=True)
-
-        if jobs:
-            transaction.on_commit(revoke)
+        Job.objects.filter(task_id__in=task_ids).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
+        if task_ids:
+            transaction.on_commit(lambda: jobs.revoke_jobs(task_ids=task_ids))
         transaction.on_commit(lambda: events.experiment_changed(experiment.pk, status="cancelled"))
-    return len(jobs)
+    return len(task_ids)
 
 
 def retry_failed(*, experiment: Experiment) -> int:
@@ -443,53 +323,12 @@ def retry_failed(*, experiment: Experiment) -> int:
     with transaction.atomic():
         failed = Generation.objects.filter(experiment=experiment, status=Generation.Status.FAILED)
         variant_ids = sorted(set(failed.values_list("variant_id", flat=True)))
-        count = failed.update(status=Generation.Status.PENDING, error="")
+        count = failed.update(status=Generation.Status.PENDING, error="", claimed_by="", claimed_at=None)
         for variant_id in variant_ids:
-            transaction.on_commit(lambda v=variant_id: enqueue_arm(experiment_id=experiment.pk, variant_id=v))
+            transaction.on_commit(
+                lambda v=variant_id: jobs.enqueue_arm(experiment_id=experiment.pk, variant_id=v)
+            )
     return count
-
-
-def ensure_demo_data(*, checkpoint_path: Path) -> Experiment:
-    """Create the demo categories, prompts, arms at depth 1, 2, 4 and 8, and a draft experiment."""
-    with transaction.atomic():
-        categories = {}
-        for order, (slug, name, description) in enumerate(DEMO_CATEGORIES):
-            categories[slug], _ = Category.objects.get_or_create(
-                slug=slug, defaults={"name": name, "description": description, "order": order}
-            )
-        for item in json.loads(DEMO_PROMPTS.read_text()):
-            Prompt.objects.get_or_create(
-                category=categories[item["category"]],
-                text=item["text"],
-                defaults={"tags": item.get("tags", [])},
-            )
-        checkpoint = Checkpoint.objects.filter(name="tiny-moe").first()
-        if checkpoint is None:
-            checkpoint = Checkpoint(name="tiny-moe", path=str(checkpoint_path))
-            checkpoint.full_clean()
-            checkpoint.save()
-        variants = []
-        for k in (1, 2, 4, 8):
-            variant, _ = Variant.objects.get_or_create(
-                checkpoint=checkpoint,
-                name=f"tiny k={k}",
-                defaults={"depth": {"kind": "fixed", "k": k}, "context": {"kind": "native"}},
-            )
-            variants.append(variant)
-        experiment, created = Experiment.objects.get_or_create(
-            name="Demo: expert depth 1 / 2 / 4 / 8",
-            defaults={
-                "checkpoint": checkpoint,
-                "seeds": [0],
-                "sampling": {"max_new_tokens": 48, "do_sample": True, "temperature": 0.8, "top_p": 0.95},
-                "guidelines": "Pick the output that continues the text better for its task. "
-                "Short and right beats long and wandering.",
-            },
-        )
-        if created:
-            experiment.variants.set(variants)
-            experiment.prompts.set(Prompt.objects.filter(category__in=categories.values()))
-    return experiment
 
 
 def requeue_unfinished(*, experiment: Experiment) -> int:
@@ -500,9 +339,6 @@ def requeue_unfinished(*, experiment: Experiment) -> int:
     other queued or running jobs of those arms are marked superseded. Running an arm twice writes nothing
     twice. Returns the jobs queued.
     """
-    from evaluator.heartbeat import OFFLINE_AFTER
-    from evaluator.models import WorkerStatus
-
     if experiment.status != Experiment.Status.SCHEDULED:
         raise ScheduleError(
             [f"Only a scheduled experiment has jobs to queue again; this one is {experiment.status}."]
@@ -529,6 +365,11 @@ def requeue_unfinished(*, experiment: Experiment) -> int:
             variant_id__in=variant_ids,
             status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
         ).update(status=Job.Status.CANCELLED, finished_at=timezone.now(), error="superseded: queued again")
+        jobs.release_claims(
+            generations=Generation.objects.filter(experiment=experiment, variant_id__in=variant_ids)
+        )
         for variant_id in variant_ids:
-            transaction.on_commit(lambda v=variant_id: enqueue_arm(experiment_id=experiment.pk, variant_id=v))
+            transaction.on_commit(
+                lambda v=variant_id: jobs.enqueue_arm(experiment_id=experiment.pk, variant_id=v)
+            )
     return len(variant_ids)

@@ -1,0 +1,198 @@
+"""Generation jobs: the one place that talks to Celery, the claims a job holds on its rows, and its stores.
+
+A job claims the pending rows of its arm by writing its Celery task id on them. Another job leaves a
+claim alone while it is younger than ``settings.JOB_TIME_LIMIT`` (the holder may still be working) and
+takes it over when it is older (the holder is dead). A message delivered again under the same task id
+(late acknowledgement after a worker died, a retry) takes its own rows back, so the work still finishes.
+"""
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from config.celery import app
+from evaluator import events
+from evaluator.engine.generate import Result
+from evaluator.models import Comparison, Experiment, Generation, Job
+
+log = logging.getLogger(__name__)
+
+GENERATE_ARM_TASK = "evaluator.tasks.generate_arm"
+
+
+def enqueue_arm(*, experiment_id: int, variant_id: int) -> Job:
+    """Hand one arm to the GPU queue: a Job row first, then the message with the same id."""
+    job = Job.objects.create(experiment_id=experiment_id, variant_id=variant_id, task_id=str(uuid.uuid4()))
+    try:
+        # Sent by name: the task module imports this one, not the other way round.
+        app.send_task(
+            GENERATE_ARM_TASK,
+            args=[experiment_id, variant_id],
+            task_id=job.task_id,
+            queue="gpu",
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception:
+        job.delete()
+        raise
+    return job
+
+
+def revoke_jobs(*, task_ids: list[str]) -> None:
+    """Ask the workers to drop these jobs; a job that starts anyway finds its experiment stopped."""
+    try:
+        app.control.revoke(task_ids)
+    except Exception:
+        log.warning("could not revoke jobs %s", task_ids, exc_info=True)
+
+
+def claim_generations(*, experiment_id: int, variant_id: int, task_id: str) -> list[Generation]:
+    """Claim and return what is still missing for one arm; rows under another job's live claim are skipped."""
+    now = timezone.now()
+    expired = now - timedelta(seconds=settings.JOB_TIME_LIMIT)
+    claimable = Generation.objects.filter(
+        experiment_id=experiment_id, variant_id=variant_id, status=Generation.Status.PENDING
+    ).filter(Q(claimed_by="") | Q(claimed_by=task_id) | Q(claimed_at__lt=expired))
+    with transaction.atomic():
+        # Rows another job is claiming this instant are passed over rather than waited for; the UPDATE
+        # repeats the condition, so on a database without row locks (SQLite) a claim won just before
+        # is not overwritten either.
+        ids = list(claimable.select_for_update(skip_locked=True).order_by("pk").values_list("pk", flat=True))
+        claimable.filter(pk__in=ids).update(claimed_by=task_id, claimed_at=now, attempts=F("attempts") + 1)
+    return list(
+        Generation.objects.filter(pk__in=ids, claimed_by=task_id, status=Generation.Status.PENDING)
+        .select_related("prompt__category")
+        .order_by("prompt_id", "seed")
+    )
+
+
+def still_claimed(*, task_id: str, generation_ids: list[int]) -> set[int]:
+    """Of these rows, those still pending and claimed by this job (not taken over, stored or cancelled)."""
+    return set(
+        Generation.objects.filter(
+            pk__in=generation_ids, claimed_by=task_id, status=Generation.Status.PENDING
+        ).values_list("pk", flat=True)
+    )
+
+
+def release_claims(*, generations: QuerySet[Generation]) -> None:
+    """Free the pending rows of a queryset so the next job takes them at once."""
+    generations.filter(status=Generation.Status.PENDING).exclude(claimed_by="").update(
+        claimed_by="", claimed_at=None
+    )
+
+
+def store_results(*, experiment_id: int, results: list[Result]) -> int:
+    """Store one batch of outputs; a row already done (a redelivered job) is left as it is."""
+    now = timezone.now()
+    stored = 0
+    with transaction.atomic():
+        for r in results:
+            fields = dict(
+                prompt_tokens=r.prompt_tokens,
+                new_tokens=r.new_tokens,
+                seconds=r.seconds,
+                tokens_per_s=r.tokens_per_s,
+                depth_k=r.depth_k,
+                mean_active_experts=r.mean_active_experts,
+                routing=r.routing,
+                finished_at=now,
+            )
+            if r.error:
+                fields.update(status=Generation.Status.FAILED, error=r.error)
+            else:
+                fields.update(status=Generation.Status.DONE, text=r.text, error="")
+            stored += Generation.objects.filter(pk=r.key, status=Generation.Status.PENDING).update(**fields)
+        ready = mark_ready_comparisons(experiment_id=experiment_id, generation_ids=[r.key for r in results])
+    transaction.on_commit(lambda: events.experiment_changed(experiment_id, ready_comparisons=ready))
+    return stored
+
+
+def fail_generations(*, generation_ids: list[int], message: str) -> None:
+    Generation.objects.filter(pk__in=generation_ids, status=Generation.Status.PENDING).update(
+        status=Generation.Status.FAILED, error=message[:5000], finished_at=timezone.now()
+    )
+
+
+def mark_ready_comparisons(*, experiment_id: int, generation_ids: list[int]) -> int:
+    """Comparisons become ready when both outputs exist; identical outputs are recorded, never shown."""
+    candidates = list(
+        Comparison.objects.filter(experiment_id=experiment_id, ready_at__isnull=True)
+        .filter(Q(left_id__in=generation_ids) | Q(right_id__in=generation_ids))
+        .filter(left__status=Generation.Status.DONE, right__status=Generation.Status.DONE)
+        .values_list("pk", "gold_side", "left__text", "right__text")
+    )
+    now = timezone.now()
+    different = 0
+    for pk, gold_side, left_text, right_text in candidates:
+        if gold_side:
+            gold_text = degraded_copy(left_text, seed=pk)
+            identical = gold_text == left_text
+            Comparison.objects.filter(pk=pk).update(gold_text=gold_text, ready_at=now, is_identical=identical)
+        else:
+            identical = left_text == right_text
+            Comparison.objects.filter(pk=pk).update(ready_at=now, is_identical=identical)
+        different += not identical
+    return different
+
+
+def degraded_copy(text: str, *, seed: int) -> str:
+    """A clearly worse version of a text: its opening, then its words out of order and repeated."""
+    words = text.split()
+    if len(words) < 4:
+        return (text + " " + text).strip() + " …"
+    rng = random.Random(seed)
+    keep = max(1, len(words) // 3)
+    rest = words[keep:]
+    rng.shuffle(rest)
+    stutter = rest[: max(2, len(rest) // 4)]
+    return " ".join(words[:keep] + stutter + stutter + rest)
+
+
+def experiment_is_running(experiment_id: int) -> bool:
+    return Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.SCHEDULED).exists()
+
+
+def job_started(*, task_id: str, worker: str) -> None:
+    Job.objects.filter(task_id=task_id).update(
+        status=Job.Status.RUNNING,
+        worker=worker,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        error="",
+    )
+    _job_event(task_id)
+
+
+def job_progress(*, task_id: str, stored: int) -> None:
+    Job.objects.filter(task_id=task_id).update(stored=stored)
+
+
+def job_finished(*, task_id: str, stored: int, note: str = "") -> None:
+    """Record the end of a job and free the rows it leaves unwritten (it stopped at a pause)."""
+    release_claims(generations=Generation.objects.filter(claimed_by=task_id))
+    Job.objects.filter(task_id=task_id).exclude(status=Job.Status.CANCELLED).update(
+        status=Job.Status.DONE, stored=stored, error=note, finished_at=timezone.now()
+    )
+    _job_event(task_id)
+
+
+def job_failed(*, task_id: str, error: str) -> None:
+    """Record a failed attempt; its claims stay, for a retry under the same task id takes them back."""
+    Job.objects.filter(task_id=task_id).update(
+        status=Job.Status.FAILED, error=error[:5000], finished_at=timezone.now()
+    )
+    _job_event(task_id)
+
+
+def _job_event(task_id: str) -> None:
+    experiment_id = Job.objects.filter(task_id=task_id).values_list("experiment_id", flat=True).first()
+    if experiment_id is not None:
+        transaction.on_commit(lambda: events.experiment_changed(experiment_id, job=task_id))
