@@ -25,7 +25,9 @@ from dashboard import stats
 from dashboard.models import Rating
 from dashboard.selectors import rater_pseudonym
 from evaluator.models import Category, Comparison, Experiment, Generation, Variant
-from evaluator.services import nominal_depth
+from evaluator.routing import RoutingTotals as Routing
+from evaluator.routing import routing_totals
+from evaluator.scheduling import nominal_depth
 
 OUTCOMES = {
     Rating.Verdict.LEFT: stats.LEFT,
@@ -267,23 +269,6 @@ def _cost(row: Mapping[str, Any]) -> Cost:
     )
 
 
-@dataclass(frozen=True)
-class Routing:
-    """Expert counts summed over outputs: ``counts`` [layers, experts]; ``tokens`` routed per layer."""
-
-    counts: np.ndarray
-    tokens: int
-    outputs: int
-
-    @property
-    def share(self) -> np.ndarray:
-        """Per layer, the share of tokens routed to each expert (a row sums to the mean active experts)."""
-        return self.counts / self.tokens if self.tokens else np.zeros_like(self.counts, dtype=float)
-
-    def __add__(self, other: Routing) -> Routing:
-        return Routing(self.counts + other.counts, self.tokens + other.tokens, self.outputs + other.outputs)
-
-
 def experiment_routing(experiment: Experiment) -> dict[tuple[int, int | None], Routing]:
     """Routing summed per (variant, category id), and per (variant, None) over all categories.
 
@@ -299,22 +284,8 @@ def experiment_routing(experiment: Experiment) -> dict[tuple[int, int | None], R
     key = f"routing:{experiment.pk}:{state['n']}:{newest}:{state['ids']}"
     sums = cache.get(key)
     if sums is None:
-        sums = _sum_routing(done)
+        sums = routing_totals(experiment=experiment)
         cache.set(key, sums, timeout=3600)
-    return sums
-
-
-def _sum_routing(done) -> dict[tuple[int, int | None], Routing]:
-    sums: dict[tuple[int, int | None], Routing] = {}
-    rows = done.values_list("variant_id", "prompt__category_id", "routing__counts", "routing__tokens")
-    for variant_id, category_id, counts, tokens in rows.iterator(chunk_size=200):
-        if not counts:
-            continue
-        routing = Routing(np.asarray(counts, dtype=np.int64), int(tokens or 0), 1)
-        for key in ((variant_id, category_id), (variant_id, None)):
-            previous = sums.get(key)
-            if previous is None or previous.counts.shape == routing.counts.shape:
-                sums[key] = routing if previous is None else previous + routing
     return sums
 
 

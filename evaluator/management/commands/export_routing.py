@@ -6,7 +6,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluator.management.lookup import by_id_or_name
-from evaluator.models import Experiment
+from evaluator.models import Category, Experiment, Variant
 from evaluator.routing import routing_totals
 
 
@@ -25,12 +25,15 @@ class Command(BaseCommand):
         from torch.utils.tensorboard import SummaryWriter
 
         chosen = by_id_or_name(Experiment, experiment, "experiment")
-        totals = routing_totals(chosen)
+        totals = routing_totals(experiment=chosen)
         if not totals:
             raise CommandError(f"Experiment {chosen.name!r} has no finished outputs with routing traces yet.")
+        arms = dict(Variant.objects.filter(pk__in={v for v, _ in totals}).values_list("pk", "name"))
+        categories = dict(Category.objects.values_list("pk", "slug"))
         written = 0
-        for (arm, category), entry in totals.items():
-            run = logdir / _safe(arm) / _safe(category)
+        for (variant_id, category_id), entry in totals.items():
+            category = "all" if category_id is None else categories[category_id]
+            run = logdir / _safe(arms[variant_id]) / _safe(category)
             with SummaryWriter(log_dir=str(run)) as writer:
                 experts = np.arange(entry.counts.shape[1], dtype=np.float64)
                 limits = (experts + 0.5).tolist()
