@@ -286,6 +286,8 @@ if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss"}:
 JOB_TIME_LIMIT = env_int("DEPTH_ARENA_JOB_TIME_LIMIT", 3 * 3600, minimum=60)
 
 if REDIS_URL:
+    # One cache for every web process: the results pages share what one of them computed.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_TIME_LIMIT + 3600}
     CHANNEL_LAYERS = {
@@ -331,6 +333,8 @@ GOLD_MIN_ACCURACY = env_float("DEPTH_ARENA_GOLD_MIN_ACCURACY", 0.7, low=0.0, hig
 GOLD_MIN_SEEN = env_int("DEPTH_ARENA_GOLD_MIN_SEEN", 3, minimum=1)
 RESULTS_BOOTSTRAP_ROUNDS = env_int("DEPTH_ARENA_BOOTSTRAP_ROUNDS", 1000, minimum=50)
 RESULTS_POLL_SECONDS = env_int("DEPTH_ARENA_RESULTS_POLL_SECONDS", 15, minimum=1)
+# Results are computed again at most this often while votes arrive, however many pages are open.
+RESULTS_REFRESH_SECONDS = env_int("DEPTH_ARENA_RESULTS_REFRESH_SECONDS", 5, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -147,13 +147,15 @@ def results_list(request: HttpRequest) -> HttpResponse:
 def results(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=experiment_id)
     exclusions = analysis.Exclusions.from_query(request.GET)
-    computed = analysis.experiment_results(experiment, exclusions=exclusions)
+    for_page = selectors.results_for_page(experiment, exclusions=exclusions)
+    computed = for_page.results
     pair = _heatmap_pair(request, computed.arms)
     chosen_pair = [("a", str(pair[0].pk)), ("b", str(pair[1].pk))] if pair else []
     context = {
         "experiment": experiment,
         "progress": experiment_progress(experiment),
         "results": computed,
+        "freshness": for_page,
         "sections": [(group, charts.group_charts(group, pair)) for group in computed.groups],
         "reasons": [(r, label, getattr(exclusions, r)) for r, label in analysis.REASONS.items()],
         "pair": pair,

@@ -89,3 +89,10 @@ def viewer(django_user_model):
 @pytest.fixture
 def stranger(django_user_model):
     return django_user_model.objects.create_user("eve", password="password-eve")
+
+
+@pytest.fixture(autouse=True)
+def results_computed_on_every_change(settings):
+    """Pages in tests show the newest results at once; tests/dashboard/test_results_cache.py sets the
+    interval that the service uses."""
+    settings.RESULTS_REFRESH_SECONDS = 0
