@@ -1,5 +1,9 @@
-"""schedule_experiment: every row in one transaction, sides at random, problems listed before queueing."""
+"""schedule_experiment: every row in one transaction, sides at random, a balanced random hand-out order,
+problems listed before queueing."""
 
+from collections import Counter
+
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -103,3 +107,63 @@ def test_an_experiment_is_scheduled_once(checkpoint, django_capture_on_commit_ca
     with pytest.raises(ScheduleError, match="not a draft"):
         scheduling.schedule_experiment(experiment=experiment)
     assert Generation.objects.filter(experiment=experiment).count() == 4
+
+
+def hand_out_order(experiment: Experiment) -> list[Comparison]:
+    return list(
+        Comparison.objects.filter(experiment=experiment)
+        .select_related("left", "right", "prompt")
+        .order_by("order_key")
+    )
+
+
+def stratum(comparison: Comparison) -> tuple:
+    if comparison.is_gold:
+        return ("gold",)
+    pair = frozenset((comparison.left.variant_id, comparison.right.variant_id))
+    return (pair, comparison.prompt.category_id)
+
+
+@pytest.fixture
+def balanced(checkpoint, django_capture_on_commit_callbacks) -> Experiment:
+    prompts = [(slug, f"{slug} prompt {i}:") for slug in ("routine", "philosophy") for i in range(10)]
+    experiment = make_experiment(checkpoint, depths=(1, 2, 4), prompts=prompts, seeds=(0, 1))
+    with django_capture_on_commit_callbacks(execute=False):
+        scheduling.schedule_experiment(experiment=experiment)
+    return experiment
+
+
+def test_every_prefix_of_the_hand_out_order_has_each_pair_and_category_in_its_share(balanced):
+    order = hand_out_order(balanced)
+    sizes = Counter(stratum(c) for c in order)
+    assert len(sizes) == 3 * 2 and set(sizes.values()) == {20}
+
+    seen: Counter = Counter()
+    for handed_out, comparison in enumerate(order, start=1):
+        seen[stratum(comparison)] += 1
+        for key, size in sizes.items():
+            share = handed_out * size / len(order)
+            assert abs(seen[key] - share) <= 1, (handed_out, key, seen[key], share)
+
+
+def test_the_hand_out_order_is_not_the_order_of_creation(balanced):
+    order = [c.pk for c in hand_out_order(balanced)]
+    created = sorted(order)
+    ranks = np.array([created.index(pk) for pk in order], dtype=float)
+
+    correlation = np.corrcoef(ranks, np.arange(len(order)))[0, 1]  # Spearman: both are ranks
+
+    assert abs(correlation) < 0.5
+
+
+def test_gold_checks_are_spread_through_the_hand_out_order(checkpoint, django_capture_on_commit_callbacks):
+    prompts = [(slug, f"{slug} prompt {i}:") for slug in ("routine", "philosophy") for i in range(6)]
+    experiment = make_experiment(checkpoint, depths=(1, 2, 4), prompts=prompts, gold_rate=0.25)
+    with django_capture_on_commit_callbacks(execute=False):
+        scheduling.schedule_experiment(experiment=experiment)
+
+    order = hand_out_order(experiment)
+    gold = [i for i, c in enumerate(order) if c.is_gold]
+
+    assert len(gold) == 9
+    assert abs(sum(i < len(order) / 2 for i in gold) - len(gold) / 2) <= 1
