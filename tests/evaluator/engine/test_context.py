@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from evaluator.engine.context import ContextConfig, apply_context, input_limit, window
-from evaluator.engine.depth import apply_depth
 from evaluator.engine.loading import Architecture, load_checkpoint
 
 from .conftest import logits, save_checkpoint
@@ -127,17 +125,3 @@ def test_a_yarn_checkpoint_can_run_native(tmp_path: Path) -> None:
         native = logits(loaded)
     assert not torch.equal(native, extended)
     assert torch.equal(logits(loaded), extended)
-
-
-def test_switching_an_arm_costs_microseconds(qwen3) -> None:
-    config = ContextConfig.yarn(4)
-    with apply_context(qwen3, config):  # the first switch builds the module
-        pass
-    repeats = 2000
-    started = time.perf_counter()
-    for _ in range(repeats):
-        with apply_depth(qwen3, k=8), apply_context(qwen3, config):
-            pass
-    milliseconds = (time.perf_counter() - started) / repeats * 1000
-    print(f"apply+restore depth and context: {milliseconds * 1000:.1f} µs")
-    assert milliseconds < 1.0

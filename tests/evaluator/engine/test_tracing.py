@@ -74,8 +74,11 @@ def test_generation_counts_prompt_and_fed_back_tokens_but_not_what_follows_eos(q
     assert produced[0] <= 3 < 12
 
 
-def test_hooks_are_removed_on_exit(qwen3) -> None:
-    with RoutingTrace(qwen3):
-        assert all(router._forward_hooks for router in qwen3.routers)
-    assert not any(router._forward_hooks for router in qwen3.routers)
-    assert not qwen3.model._forward_pre_hooks
+def test_a_trace_stops_counting_when_it_ends(qwen3) -> None:
+    encoded = _batch(qwen3, PROMPTS[:1])
+    with RoutingTrace(qwen3) as trace, torch.no_grad():
+        qwen3.model(**encoded)
+    recorded = trace.summary()
+    with torch.no_grad():
+        qwen3.model(**encoded)
+    assert trace.summary() == recorded
