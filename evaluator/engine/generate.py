@@ -1,21 +1,23 @@
 """Batched generation for one arm (a depth policy and a context configuration) of a loaded model.
 
-Requests are grouped by the expert depth they resolve to and by seed, batched with left padding, and each
-batch runs one `model.generate` call with a fresh KV cache, under `apply_depth` and `apply_context`. Greedy
-outputs are token-identical to generating each prompt alone. Sampling is reproducible: every batch seeds the
-random generator from its (single) seed, so the same requests, seeds and batch composition give the same texts
-(a batch split after running out of memory has another composition, hence possibly other samples).
+Requests are grouped by the expert depth they resolve to, batched longest first with left padding, and each
+batch runs the engine's decoding loop (decode.py) with a fresh KV cache, under `apply_depth` and
+`apply_context`. Greedy outputs are token-identical to generating each prompt alone. A sampled output depends
+only on its (prompt, seed, arm): every row draws from its own random stream, whatever else is in its batch and
+however the job is chunked, split after running out of memory, or retried. Identical work runs once: requests
+sharing a prompt (and, when sampling, a seed) get the same Result under their own keys, so greedy prompts cost
+one generation however many seeds an experiment lists. On a GPU, batch sizes are planned from the KV cache
+each row needs and the free memory.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from .context import ContextConfig, apply_context, input_limit, window
+from .decode import DecodeOptions, decode
 from .depth import DepthPolicy, apply_depth
 
 if TYPE_CHECKING:
@@ -93,8 +95,11 @@ class Result:
     """The outcome for one Request: text and cost, or an error (then text is empty).
 
     seconds is the wall time of the batch that produced it (what this prompt waited); tokens_per_s is
-    new_tokens / seconds (one stream's decoding speed). new_tokens counts an end-of-sequence token; text
-    omits it.
+    new_tokens / seconds (one stream's decoding speed); first_token_seconds is the batch's prefill and first
+    token. new_tokens counts an end-of-sequence token; text omits it. mean_active_experts is the depth the
+    routers chose per token (averaged over tokens and MoE layers); compute_experts_per_token is the expert
+    slots really computed per token: the same under the engine's experts implementation, k_max per token for
+    a dynamic arm under implementations that compute dropped slots. The cost of an output is the latter.
     """
 
     key: Any
@@ -108,6 +113,8 @@ class Result:
     depth_k: int | None
     error: str | None
     token_ids: tuple[int, ...] = ()
+    compute_experts_per_token: float | None = None
+    first_token_seconds: float = 0.0
 
 
 def _encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -143,59 +150,38 @@ def _generation_config(loaded: LoadedModel, sampling: Sampling) -> Any:
     return GenerationConfig(**options)
 
 
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's generators for one batch without disturbing the process's random state."""
-    import torch
+@dataclass
+class _Job:
+    """One distinct generation: prompt tokens and seed, and the requests (by index) that get its Result."""
 
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()]
-        if device.type == "cuda"
-        else []
-    )
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed) % 2**63)
-        yield
+    ids: list[int]
+    seed: int
+    indices: list[int] = field(default_factory=list)
 
 
 def _run_batch(
-    loaded: LoadedModel,
-    batch: list[tuple[Request, list[int]]],
-    seed: int,
-    generation_config: Any,
-    k: int | None,
+    loaded: LoadedModel, batch: list[_Job], sampling: Sampling, options: DecodeOptions, k: int | None
 ) -> list[Result]:
-    import torch
-
+    """Results in batch order, keyed None (the caller gives each request its own key)."""
     from .tracing import RoutingTrace
 
-    width = max(len(ids) for _, ids in batch)
-    input_ids = torch.full((len(batch), width), loaded.pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (_, ids) in enumerate(batch):
-        # Left padding: every row's last prompt token sits in the last column, where decoding continues.
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention[row, width - len(ids) :] = 1
-    eos = set(loaded.eos_token_ids)
-    with _seeded(seed, loaded.device), RoutingTrace(loaded) as trace:
-        started = time.perf_counter()
-        output = loaded.model.generate(
-            input_ids.to(loaded.device),
-            attention_mask=attention.to(loaded.device),
-            generation_config=generation_config,
+    with RoutingTrace(loaded) as trace:
+        decoded = decode(
+            loaded,
+            [job.ids for job in batch],
+            sampling=sampling,
+            seeds=[job.seed for job in batch],
+            options=options,
         )
-        generated = output[:, width:].cpu().tolist()  # the host copy waits for the device: timing is complete
-        seconds = time.perf_counter() - started
+    seconds = decoded.seconds
     results = []
-    for row, ((request, ids), tokens) in enumerate(zip(batch, generated, strict=True)):
-        end = next((index + 1 for index, token in enumerate(tokens) if token in eos), len(tokens))
-        tokens = tokens[:end]
+    for row, (job, tokens) in enumerate(zip(batch, decoded.tokens, strict=True)):
         routing = trace.summary(row)
         results.append(
             Result(
-                key=request.key,
+                key=None,
                 text=loaded.tokenizer.decode(tokens, skip_special_tokens=True),
-                prompt_tokens=len(ids),
+                prompt_tokens=len(job.ids),
                 new_tokens=len(tokens),
                 seconds=seconds,
                 tokens_per_s=len(tokens) / seconds if seconds > 0 else 0.0,
@@ -204,6 +190,8 @@ def _run_batch(
                 depth_k=k,
                 error=None,
                 token_ids=tuple(tokens),
+                compute_experts_per_token=routing["compute_experts_per_token"],
+                first_token_seconds=decoded.first_token_seconds,
             )
         )
     return results
@@ -217,28 +205,84 @@ def _free_accelerator_memory(device: torch.device) -> None:
 
 
 def _run_splitting(
-    loaded: LoadedModel,
-    batch: list[tuple[Request, list[int]]],
-    seed: int,
-    generation_config: Any,
-    k: int | None,
+    loaded: LoadedModel, batch: list[_Job], sampling: Sampling, options: DecodeOptions, k: int | None
 ) -> list[Result]:
     """Run a batch; out of memory, retry it as two halves, down to single prompts that then fail alone."""
     import torch
 
     try:
-        return _run_batch(loaded, batch, seed, generation_config, k)
+        return _run_batch(loaded, batch, sampling, options, k)
     except torch.OutOfMemoryError as exc:
         message = str(exc).splitlines()[0] if str(exc) else "out of memory"
     # Outside the except block, so the exception's frames (and their tensors) are released before retrying.
     _free_accelerator_memory(loaded.device)
     if len(batch) == 1:
-        request, ids = batch[0]
-        return [_failed(request, len(ids), k, f"Out of memory even for this prompt alone: {message}")]
+        return [
+            Result(
+                None,
+                "",
+                len(batch[0].ids),
+                0,
+                0.0,
+                0.0,
+                None,
+                None,
+                k,
+                f"Out of memory even for this prompt alone: {message}",
+            )
+        ]
     half = len(batch) // 2
-    return _run_splitting(loaded, batch[:half], seed, generation_config, k) + _run_splitting(
-        loaded, batch[half:], seed, generation_config, k
+    return _run_splitting(loaded, batch[:half], sampling, options, k) + _run_splitting(
+        loaded, batch[half:], sampling, options, k
     )
+
+
+def default_options(loaded: LoadedModel) -> DecodeOptions:
+    """Long prompts prefill in chunks on an accelerator, so a 128k-token prompt's activations stay small."""
+    return DecodeOptions(prefill_chunk=8192 if loaded.device.type == "cuda" else None)
+
+
+def _planned_size(
+    loaded: LoadedModel, requested: int, width: int, sampling: Sampling, options: DecodeOptions, slots: int
+) -> int:
+    """Rows that fit on the GPU for prompts up to width tokens (the CPU is not planned: requested)."""
+    if loaded.device.type != "cuda":
+        return requested
+    import torch
+
+    from .memory import activation_bytes_per_token, kv_bytes_per_token, plan_batch_size
+
+    free, _ = torch.cuda.mem_get_info(loaded.device)
+    # Blocks PyTorch's allocator holds but does not use are free to this process too.
+    free += torch.cuda.memory_reserved(loaded.device) - torch.cuda.memory_allocated(loaded.device)
+    config, element_size = loaded.model.config, loaded.dtype.itemsize
+    return plan_batch_size(
+        requested=requested,
+        free_bytes=free,
+        kv_bytes_per_token=kv_bytes_per_token(config, element_size),
+        tokens_per_row=width + sampling.max_new_tokens,
+        prefill_tokens=min(width, options.prefill_chunk or width),
+        activation_bytes_per_token=activation_bytes_per_token(config, element_size, slots),
+    )
+
+
+def _batches(
+    loaded: LoadedModel,
+    jobs: list[_Job],
+    *,
+    batch_size: int,
+    sampling: Sampling,
+    options: DecodeOptions,
+    slots: int,
+) -> Iterator[list[_Job]]:
+    # Longest first, so each batch holds prompts of similar length and little padding; each batch is planned
+    # for its longest prompt.
+    jobs = sorted(jobs, key=lambda job: (-len(job.ids), job.indices[0]))
+    start = 0
+    while start < len(jobs):
+        size = _planned_size(loaded, batch_size, len(jobs[start].ids), sampling, options, slots)
+        yield jobs[start : start + size]
+        start += size
 
 
 def generate_arm(
@@ -249,8 +293,13 @@ def generate_arm(
     context: ContextConfig,
     sampling: Sampling,
     batch_size: int = 16,
+    options: DecodeOptions | None = None,
 ) -> list[Result]:
-    """Generate every request under one arm; results come back in request order, failures as error Results."""
+    """Generate every request under one arm; results come back in request order, failures as error Results.
+
+    Requests with the same prompt (and the same seed, when sampling) share one generation: each gets its own
+    copy of the Result, under its own key.
+    """
     architecture = loaded.architecture
     depth.validate(architecture.num_experts)
     context.validate(architecture)
@@ -259,11 +308,12 @@ def generate_arm(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if loaded.tokenizer is None:
         raise ValueError("generate_arm needs a LoadedModel with a tokenizer")
+    options = options or default_options(loaded)
 
     encoded = _encode(loaded.tokenizer, [request.prompt for request in requests])
     limit = input_limit(architecture, context, sampling.max_new_tokens)
     results: list[Result | None] = [None] * len(requests)
-    groups: dict[tuple[int | None, int], list[int]] = {}
+    work: dict[int | None, dict[tuple, _Job]] = {}
     for index, request in enumerate(requests):
         k = depth.k_for(request.category, list(request.tags))
         count = len(encoded[index])
@@ -279,19 +329,26 @@ def generate_arm(
                 f"{sampling.max_new_tokens} kept for generation); it was not truncated",
             )
         else:
-            groups.setdefault((k, request.seed), []).append(index)
+            # Greedy output does not depend on the seed: one job per prompt serves every seed.
+            identity = (tuple(encoded[index]), request.seed if sampling.do_sample else None)
+            job = work.setdefault(k, {}).setdefault(identity, _Job(encoded[index], request.seed))
+            job.indices.append(index)
 
-    generation_config = _generation_config(loaded, sampling)
     with apply_context(loaded, context):
-        for (k, seed), indices in groups.items():
-            # Longest first, so each batch holds prompts of similar length and little padding.
-            indices.sort(key=lambda index: (-len(encoded[index]), index))
+        for k, jobs in work.items():
+            slots = k if k is not None else int(depth.k_max)  # type: ignore[arg-type]
             with apply_depth(loaded, k=k, dynamic=depth if k is None else None):
-                for start in range(0, len(indices), batch_size):
-                    chunk = indices[start : start + batch_size]
-                    batch = [(requests[index], encoded[index]) for index in chunk]
-                    for index, result in zip(
-                        chunk, _run_splitting(loaded, batch, seed, generation_config, k), strict=True
+                for batch in _batches(
+                    loaded,
+                    list(jobs.values()),
+                    batch_size=batch_size,
+                    sampling=sampling,
+                    options=options,
+                    slots=slots,
+                ):
+                    for job, result in zip(
+                        batch, _run_splitting(loaded, batch, sampling, options, k), strict=True
                     ):
-                        results[index] = result
+                        for index in job.indices:
+                            results[index] = replace(result, key=requests[index].key)
     return cast(list[Result], results)  # every slot is filled: refused above or generated

@@ -126,6 +126,8 @@ class LoadedModel:
     pad_token_id: int | None = None
     # Rotary modules built for context configurations, keyed by (kind, factor): a switch then costs a setattr.
     rotary_cache: dict[tuple[str, float], list[nn.Module]] = field(default_factory=dict, repr=False)
+    # Compiled decoding steps (DecodeOptions.compile), keyed by option; guards recompile them once per arm.
+    compiled_steps: dict[str, Callable] = field(default_factory=dict, repr=False)
 
     @property
     def experts_implementation(self) -> str:
@@ -287,7 +289,14 @@ def _find_rotaries(model: nn.Module) -> list[RotarySlot]:
 def wrap_model(
     model: nn.Module, tokenizer: Any = None, *, path: str = "", load_seconds: float = 0.0
 ) -> LoadedModel:
-    """Build the LoadedModel handles for a model already in memory (the benchmark's random-weight model)."""
+    """Build the LoadedModel handles for a model already in memory (the benchmark's random-weight model).
+
+    A model on transformers' grouped experts switches to the engine's (see experts.py): the same logits,
+    grouped while decoding too, and dropped slots not computed.
+    """
+    from .experts import use_grouped_experts
+
+    use_grouped_experts(model)
     architecture = _architecture_from_dict(model.config.to_dict())
     eos_ids: list[int] = []
     for source in (getattr(model, "generation_config", None), tokenizer, model.config):
