@@ -140,6 +140,8 @@ class Rater(Person):
             refusal = REFUSAL.search(self.panel)
             if refusal:
                 response.failure(f"{action} refused: {refusal.group(1)}")
+            elif 'id="panel"' not in self.panel:
+                response.failure(f"{action} was answered with another page than the rating panel")
             elif response.ok and action == "vote":
                 figures["accepted_votes"].append([self.username, token])
 

@@ -1,11 +1,15 @@
-"""The results page over a real WebSocket: daphne serves it, a vote stored by another process updates it.
+"""The results page over a real WebSocket: `serve` runs it, a vote stored by another process updates it.
 
-The page is served by daphne processes started as `serve` starts them, on the test database and the test
-Redis; the vote is stored here, in the test process, and reaches the page through channels_redis. The
+The page is served by `manage.py serve` (uvicorn with two worker processes) on the test database and the
+test Redis; the vote is stored here, in the test process, and reaches the page through channels_redis. The
 page's polling fallback is set to ten minutes, so only the WebSocket can bring the vote in time.
 """
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,12 +17,12 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from config import web
 from dashboard.services import next_comparison, submit_rating
 from evaluator import events
 from tests.dashboard.results_data import experiment_with_outputs
 from tests.e2e.conftest import log_in
 from tests.integration.conftest import ROOT, database_url
+from tests.waiting import http_status, wait_for
 
 
 def elsewhere(work) -> None:
@@ -44,7 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transacti
 
 
 @pytest.fixture
-def daphne(tmp_path):
+def served(tmp_path):
     if not settings.REDIS_URL:
         pytest.skip("a WebSocket across processes needs REDIS_URL (make test sets it)")
     env = {
@@ -54,25 +58,34 @@ def daphne(tmp_path):
         "DJANGO_DEBUG": "1",
         "DEPTH_ARENA_RESULTS_POLL_SECONDS": "600",
     }
-    sockets = web.listen("127.0.0.1", 0, 2)
-    base = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
-    log = (tmp_path / "daphne.log").open("wb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--no-worker", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
-        servers = web.start_web(sockets, cwd=ROOT, env=env, stdout=log, stderr=log)
-    finally:
-        web.close(sockets)
-    try:
+        wait_for(
+            lambda: http_status(f"{base}/accounts/login/") == 200, timeout=60, message="serve did not start"
+        )
         yield base
     finally:
-        web.stop(servers)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
         log.close()
 
 
 def test_a_vote_stored_elsewhere_reaches_an_open_page_over_the_websocket(
-    browser, daphne, viewer, rater, tiny_model_path
+    browser, served, viewer, rater, tiny_model_path
 ):
     experiment = experiment_with_outputs(tiny_model_path, depths=(1, 4), raters=3, name="socket")
-    context = browser.new_context(base_url=daphne)
+    context = browser.new_context(base_url=served)
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:

@@ -167,7 +167,9 @@ class Command(BaseCommand):
                         }
                     )
                 )
-                measured = self.run_load(port, people, spawn_rate, ramp + duration, spec, Path(tmp))
+                measured = self.run_load(
+                    port, people, researchers, spawn_rate, ramp + duration, spec, Path(tmp)
+                )
                 if not out.exists():
                     raise CommandError(f"Locust wrote no figures:\n{measured['locust_output']}")
                 figures = json.loads(out.read_text())
@@ -271,7 +273,14 @@ class Command(BaseCommand):
         return [u.username for u in rater_users], [u.username for u in researcher_users]
 
     def run_load(
-        self, port: int, people: int, spawn_rate: float, seconds: float, spec: Path, tmp: Path
+        self,
+        port: int,
+        people: int,
+        researchers: int,
+        spawn_rate: float,
+        seconds: float,
+        spec: Path,
+        tmp: Path,
     ) -> dict:
         """Serve on `port`, run Locust against it, stop the server. Returns wall and CPU seconds."""
         server_log = (tmp / "serve.log").open("w+")
@@ -309,6 +318,7 @@ class Command(BaseCommand):
                     f"{math.ceil(3 * seconds + 60)}s",
                     "--exit-code-on-error",
                     "0",
+                    *(["Rater", "Researcher"] if researchers else ["Rater"]),
                 ],
                 cwd=settings.BASE_DIR,
                 env={**os.environ, "DEPTH_ARENA_BENCH_SPEC": str(spec)},
@@ -384,6 +394,7 @@ class Command(BaseCommand):
             "failure_examples": figures["failure_examples"],
             "votes_stored": len(stored),
             "lost": len(accepted - stored),
+            "lost_examples": sorted(accepted - stored)[:3],
             "duplicates": ratings.values("comparison", "rater")
             .annotate(n=Count("pk"))
             .filter(n__gt=1)
