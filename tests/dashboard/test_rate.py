@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from dashboard import services
 from dashboard.models import Lease, Rating, RatingSession
+from evaluator.jobs import mark_ready_comparisons
 from evaluator.models import Comparison
-from evaluator.services import mark_ready_comparisons
 from tests.factories import make_checkpoint, run_generations, scheduled_experiment, store_crafted_outputs
 
 pytestmark = pytest.mark.django_db
