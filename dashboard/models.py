@@ -85,7 +85,10 @@ class Rating(models.Model):
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
     comment = models.TextField(blank=True)
     criteria = models.JSONField(default=dict, blank=True, help_text="criterion → left, right or tie")
-    seconds = models.FloatField(help_text="Seconds from hand-out to vote, measured on the server.")
+    seconds = models.FloatField(
+        help_text="Seconds spent on the comparison with its page in view: hand-out to vote, less time away."
+    )
+    away_seconds = models.FloatField(default=0.0, help_text="Seconds the page was hidden (another tab).")
     too_fast = models.BooleanField(
         default=False, help_text="Faster than the experiment's minimum: kept, flagged."
     )

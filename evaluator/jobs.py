@@ -102,6 +102,7 @@ def store_results(*, experiment_id: int, results: list[Result]) -> int:
                 tokens_per_s=r.tokens_per_s,
                 depth_k=r.depth_k,
                 mean_active_experts=r.mean_active_experts,
+                compute_experts=r.compute_experts_per_token,
                 routing=r.routing,
                 finished_at=now,
             )

@@ -3,7 +3,9 @@
 import random
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -189,16 +191,40 @@ class Experiment(models.Model):
     sampling = models.JSONField(default=dict, blank=True, help_text="Sampling shared by every arm.")
     pairing = models.CharField(max_length=20, choices=Pairing.choices, default=Pairing.ALL_PAIRS)
     baseline = models.ForeignKey(Variant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    raters_per_comparison = models.PositiveIntegerField(default=1)
-    priority = models.IntegerField(default=0, help_text="Higher is rated first.")
+    raters_per_comparison = models.PositiveIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Raters who judge each comparison; 2 or more lets agreement between raters be measured.",
+    )
+    priority = models.IntegerField(
+        default=0,
+        validators=[MinValueValidator(-1000), MaxValueValidator(1000)],
+        help_text="Higher is rated first.",
+    )
     guidelines = models.TextField(blank=True)
     criteria = models.JSONField(
         default=list, blank=True, help_text=f"Optional per-criterion verdicts, any of: {', '.join(CRITERIA)}."
     )
     gold_rate = models.FloatField(
-        default=0.0, help_text="Share of extra gold comparisons mixed in (0 to 0.5)."
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of extra gold comparisons mixed in (0 to 0.5).",
     )
-    min_seconds_per_vote = models.FloatField(default=3.0, help_text="Faster votes are kept but flagged.")
+    min_seconds_per_vote = models.FloatField(
+        default=3.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(600.0)],
+        help_text="Minimum reading time: the vote keys wake after it, and faster votes are kept but flagged.",
+    )
+    qualification_items = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(50)],
+        help_text="Gold checks a rater must answer before real comparisons (0: no qualification).",
+    )
+    qualification_accuracy = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of the qualification checks a rater must get right.",
+    )
     preset = models.CharField(max_length=50, blank=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     schedule_error = models.TextField(blank=True)
@@ -234,6 +260,10 @@ class Generation(models.Model):
     tokens_per_s = models.FloatField(null=True)
     depth_k = models.PositiveIntegerField(null=True, help_text="k the policy chose; empty for dynamic depth.")
     mean_active_experts = models.FloatField(null=True)
+    compute_experts = models.FloatField(
+        null=True,
+        help_text="Expert slots computed per token (what the depth cost); dynamic depth drops some.",
+    )
     routing = models.JSONField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     claimed_by = models.CharField(
@@ -283,6 +313,24 @@ class Comparison(models.Model):
     gold_text = models.TextField(blank=True)
     ratings_count = models.PositiveIntegerField(default=0)
     flag_count = models.PositiveIntegerField(default=0)
+    flag_decision = models.CharField(
+        max_length=12,
+        blank=True,
+        choices=[
+            ("exclude", "excluded from results"),
+            ("keep", "kept in results"),
+            ("fix_prompt", "prompt to fix"),
+        ],
+        help_text="A researcher's decision on a flagged comparison.",
+    )
+    flag_note = models.TextField(blank=True)
+    flag_reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flag_reviewed_at = models.DateTimeField(null=True, blank=True)
+    qualification = models.BooleanField(
+        default=False, help_text="A gold check that raters answer before real comparisons (not limited to k)."
+    )
     order_key = models.FloatField(
         default=new_order_key, editable=False, help_text="Random place in the hand-out order."
     )
