@@ -138,12 +138,17 @@ class RoutingTrace:
 
     def summary(self, row: int | None = None) -> dict[str, Any]:
         """The summary of one batch row, or of all rows together when row is None."""
+        ran = {phase: sorted(names) for phase, names in self.implementations.items()}
         if self._counts is None:
-            return _summary_dict(torch.zeros(0, 0, dtype=torch.long), 0, torch.zeros(0), torch.zeros(0))
+            empty = torch.zeros(0)
+            return _summary_dict(torch.zeros(0, 0, dtype=torch.long), 0, empty, empty) | {"experts_ran": ran}
         counts, tokens, entropy, computed = self._host_tensors()
         if row is None:
-            return _summary_dict(counts.sum(1), int(tokens.sum()), entropy.sum(1), computed.sum(1))
-        return _summary_dict(counts[:, row], int(tokens[row]), entropy[:, row], computed[:, row])
+            summary = _summary_dict(counts.sum(1), int(tokens.sum()), entropy.sum(1), computed.sum(1))
+        else:
+            summary = _summary_dict(counts[:, row], int(tokens[row]), entropy[:, row], computed[:, row])
+        # Which experts implementations ran, per phase: a decode on batched_mm would compute dropped slots.
+        return summary | {"experts_ran": ran}
 
 
 def _summary_dict(

@@ -15,11 +15,11 @@ from .conftest import SENTENCES
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_cpu_small_mode_prints_every_run_beside_its_bound() -> None:
+def test_cpu_small_mode_prints_every_row_beside_its_bound() -> None:
     # `python -m evaluator.engine.bench --cpu-small`, with Django unimportable: the GPU machine has none.
     script = (
         "import sys; sys.modules['django'] = None; from evaluator.engine.bench import main; "
-        "sys.exit(main(['--cpu-small', '--new-tokens', '4']))"
+        "sys.exit(main(['--cpu-small', '--new-tokens', '4', '--long-new-tokens', '40', '--repeats', '1']))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", script],
@@ -31,27 +31,34 @@ def test_cpu_small_mode_prints_every_run_beside_its_bound() -> None:
     )
     report = json.loads(completed.stdout)
     assert report["copy_bandwidth_GBps"] > 0
-    assert report["experts_implementation"] in {"eager", "grouped_mm", "batched_mm"}
+    assert report["experts_implementation"] == report["experts_implementation_decode"][0]
+    assert report["experts_implementation_decode"] == ["depth_arena_grouped_mm"]  # grouped while decoding
     assert report["skipped"] == []
-    runs = {(run["batch"], run["k"], run["context"]): run for run in report["runs"]}
-    assert set(runs) == {
-        (batch, k, context)
-        for batch in (1, 4)
-        for k in (2, 4, 8)
-        for context in ("native context", "YaRN ×4")
-    }
-    for (batch, k, _), run in runs.items():
-        assert run["tokens_per_s"] > 0 and run["bound_tokens_per_s"] > 0
-        assert 0 < run["fraction_of_bound"] == round(run["tokens_per_s"] / run["bound_tokens_per_s"], 4)
-        if batch == 1:
-            assert run["distinct_experts_per_layer"] == k  # one token reads exactly its k experts
-        else:
-            assert k <= run["distinct_experts_per_layer"] <= min(batch * k, 16)
+    rows = {(row["batch"], row["arm"]): row for row in report["decode"]}
+    dynamic = report["settings"]["dynamic"]
+    arms = ["fixed k=2", "fixed k=4", "fixed k=8", f"dynamic p={dynamic['p']:g}, k 1..8"]
+    assert set(rows) == {(batch, arm) for batch in (1, 4) for arm in arms}
+    for (batch, arm), row in rows.items():
+        assert row["tokens_per_s"] > 0 and row["bound_tokens_per_s"] > 0
+        assert 0 < row["fraction_of_bound"] == round(row["tokens_per_s"] / row["bound_tokens_per_s"], 4)
+        assert row["compute_experts_per_token"] == row["mean_active_experts"]
+        if batch == 1 and row["k"]:
+            assert row["distinct_experts_per_layer"] == row["k"]  # one token reads exactly its k experts
+    assert 1 <= rows[(4, arms[-1])]["mean_active_experts"] < 8  # dynamic: fewer than k_max
     # Reading more experts per token costs bytes: the bound falls as k grows.
-    assert (
-        runs[(1, 2, "native context")]["bound_tokens_per_s"]
-        > runs[(1, 8, "native context")]["bound_tokens_per_s"]
-    )
+    assert rows[(1, "fixed k=2")]["bound_tokens_per_s"] > rows[(1, "fixed k=8")]["bound_tokens_per_s"]
+    assert [row["prompt_tokens"] for row in report["prefill"]] == [256, 1024, 2040]
+    assert all(row["first_token_seconds"] > 0 and row["kv_cache_bytes"] > 0 for row in report["prefill"])
+    assert report["long_generation"]["new_tokens"] == 40
+    assert report["trace_overhead"]["bare_tokens_per_s"] > 0
+    assert report["checks"] == {
+        "greedy_batched_equals_alone": "4/4",
+        "samples_independent_of_batch": True,
+        "greedy_rows_decoded_for_2_prompts_x_3_seeds": 2,
+        "greedy_seeds_share_one_text": True,
+        "dynamic_compute_equals_active": True,
+    }
+    assert report["targets"]["longest_prefill_completes"]["met"] is True
 
 
 def test_engine_beats_naive_generation_with_the_same_tokens(qwen3_path: Path) -> None:
