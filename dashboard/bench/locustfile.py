@@ -25,6 +25,7 @@ VERDICTS = ["left", "right", "tie", "both_bad"]
 LOGIN_TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PAGE_TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
 VOTE_URL = re.compile(r'hx-post="/rate/([A-Za-z0-9_-]+)/vote/"')
+TITLE = re.compile(r"<title>([^<]*)</title>")
 REFUSAL = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
 
 accounts = {"rater": list(SPEC["raters"]), "researcher": list(SPEC["researchers"])}
@@ -141,7 +142,8 @@ class Rater(Person):
             if refusal:
                 response.failure(f"{action} refused: {refusal.group(1)}")
             elif 'id="panel"' not in self.panel:
-                response.failure(f"{action} was answered with another page than the rating panel")
+                title = TITLE.search(self.panel)
+                response.failure(f"{action} was answered with another page: {title and title.group(1)!r}")
             elif response.ok and action == "vote":
                 figures["accepted_votes"].append([self.username, token])
 
