@@ -7,6 +7,7 @@ Two invariants hold under any number of raters at once (docs/ARCHITECTURE.md):
   sent together queue instead of deadlocking, and a pick skips rows other raters are leasing.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -52,6 +53,7 @@ class ComparisonPage:
     right_text: str
     guidelines: str
     criteria: tuple[tuple[str, str], ...]
+    min_seconds: float  # the reading time the experiment asks for before a vote
 
     @classmethod
     def of(cls, comparison: Comparison) -> "ComparisonPage":
@@ -66,6 +68,7 @@ class ComparisonPage:
             right_text=comparison.right_text,
             guidelines=experiment.guidelines,
             criteria=tuple((name, CRITERIA[name]) for name in experiment.criteria or () if name in CRITERIA),
+            min_seconds=experiment.min_seconds_per_vote,
         )
 
 
@@ -219,11 +222,14 @@ def submit_rating(
     verdict: str,
     comment: str = "",
     criteria: dict[str, str] | None = None,
+    away_seconds: float = 0.0,
 ) -> Rating:
     """Store one vote in the rater's active session (which ends at its target).
 
     The same vote sent twice (a double click, a retried request) is stored once and the first is
     returned. A vote on an expired lease, a lease given back, or after the session ended is refused.
+    `away_seconds`, the time the page reports it was hidden, is not counted as time spent on the vote
+    (it cannot exceed the time since the hand-out).
     """
     if verdict not in Rating.Verdict.values:
         raise RatingError(f"Unknown verdict {verdict!r}: choose one of {', '.join(Rating.Verdict.values)}.")
@@ -248,7 +254,9 @@ def submit_rating(
         if not counted:
             raise RatingError("This comparison has all the votes it needs: take the next one.")
         session = RatingSession.objects.select_for_update().filter(rater=rater, ended_at__isnull=True).first()
-        seconds = (now - lease.started_at).total_seconds()
+        elapsed = max(0.0, (now - lease.started_at).total_seconds())
+        away = min(max(0.0, away_seconds), elapsed) if math.isfinite(away_seconds) else 0.0
+        seconds = elapsed - away
         gold_correct = None
         if comparison.gold_side:
             gold_correct = verdict == ("right" if comparison.gold_side == "left" else "left")
@@ -259,6 +267,7 @@ def submit_rating(
             comment=comment,
             criteria=cleaned,
             seconds=seconds,
+            away_seconds=away,
             too_fast=seconds < experiment.min_seconds_per_vote,
             gold_correct=gold_correct,
             session=session,
@@ -274,6 +283,68 @@ def submit_rating(
             session.save(update_fields=["ended_at"])
         transaction.on_commit(lambda: events.votes_cast(experiment.pk))
     return rating
+
+
+def undo_last_vote(*, rater: AbstractBaseUser) -> Rating:
+    """Take back the last vote of the rater's latest session and hand its comparison back to them.
+
+    A vote stands once another rater has voted on the same comparison after it: they judged it with
+    this vote in the count. The comparison the rater held meanwhile goes back to the pool, and a
+    session that this vote ended at its target goes on.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        list(Lease.objects.select_for_update().filter(rater=rater, completed_at__isnull=True))
+        session = RatingSession.objects.filter(rater=rater).order_by("-started_at").first()
+        rating = (
+            Rating.objects.filter(session=session)
+            .select_related("comparison")
+            .order_by("-created_at", "-pk")
+            .first()
+            if session is not None
+            else None
+        )
+        if rating is None:
+            raise RatingError("There is no vote of this session to undo.")
+        comparison = rating.comparison
+        lease = Lease.objects.select_for_update().get(comparison=comparison, rater=rater)
+        if Rating.objects.filter(comparison=comparison, created_at__gt=rating.created_at).exists():
+            raise RatingError("Another rater has voted on that comparison since: your vote stands.")
+        Comparison.objects.filter(pk=comparison.pk).update(ratings_count=F("ratings_count") - 1)
+        rating.delete()
+        _give_back_leases(rater)
+        lease.started_at, lease.completed_at = now, None
+        lease.expires_at = now + timedelta(seconds=settings.LEASE_SECONDS)
+        lease.save(update_fields=["started_at", "completed_at", "expires_at"])
+        if session.ended_at is not None:
+            session.ended_at = None
+            session.save(update_fields=["ended_at"])
+        transaction.on_commit(lambda: events.votes_cast(comparison.experiment_id))
+    return rating
+
+
+@dataclass(frozen=True)
+class PastVote:
+    """A vote as its rater sees it in the session's history: never the arms, only the sides."""
+
+    prompt: str
+    verdict: str
+    seconds: float
+    too_fast: bool
+
+
+def recent_votes(*, session: RatingSession, limit: int = 5) -> list[PastVote]:
+    """The session's last votes, newest first."""
+    ratings = Rating.objects.filter(session=session).select_related("comparison__prompt")
+    return [
+        PastVote(
+            prompt=rating.comparison.prompt.text,
+            verdict=rating.get_verdict_display(),
+            seconds=rating.seconds,
+            too_fast=rating.too_fast,
+        )
+        for rating in ratings.order_by("-created_at", "-pk")[:limit]
+    ]
 
 
 def skip_comparison(*, rater: AbstractBaseUser, token: str) -> None:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("rate/session/pause/", views.session_pause, name="session_pause"),
     path("rate/session/resume/", views.session_resume, name="session_resume"),
     path("rate/session/end/", views.session_end, name="session_end"),
+    path("rate/undo/", views.undo, name="undo_vote"),
     path("rate/<str:token>/vote/", views.vote, name="vote"),
     path("rate/<str:token>/skip/", views.skip, name="skip"),
     path("rate/<str:token>/flag/", views.flag, name="flag"),

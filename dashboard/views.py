@@ -2,6 +2,7 @@
 
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -35,9 +36,11 @@ def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
     if session is None:
         last = RatingSession.objects.filter(rater=request.user).order_by("-started_at").first()
         context["summary"] = services.session_summary(last) if last else None
+        context["history"] = services.recent_votes(session=last, limit=1) if last else []
         context["default_target"] = services.DEFAULT_SESSION_TARGET
         return context
     context["session_progress"] = services.session_summary(session)
+    context["history"] = services.recent_votes(session=session)
     if session.paused_at is not None:
         return context
     assignment = services.next_comparison(rater=request.user)
@@ -72,18 +75,45 @@ def rate(request: HttpRequest) -> HttpResponse:
     return _render_rating(request)
 
 
+def _away_seconds(request: HttpRequest) -> float:
+    """The seconds the rating page reports it was hidden; a page without script reports none."""
+    try:
+        return float(request.POST.get("away_seconds") or 0)
+    except ValueError:
+        return 0.0
+
+
 @require_POST
 @login_required
 @rater_required
 def vote(request: HttpRequest, token: str) -> HttpResponse:
-    return _after_action(
-        request,
-        services.submit_rating,
-        token=token,
-        verdict=request.POST.get("verdict", ""),
-        comment=request.POST.get("comment", ""),
-        criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
-    )
+    try:
+        rating = services.submit_rating(
+            rater=request.user,
+            token=token,
+            verdict=request.POST.get("verdict", ""),
+            comment=request.POST.get("comment", ""),
+            criteria={name: request.POST.get(f"criterion-{name}", "") for name in CRITERIA},
+            away_seconds=_away_seconds(request),
+        )
+    except services.RatingError as exc:
+        return _render_rating(request, error=str(exc), status=200 if request.htmx else 400)
+    if rating.too_fast:
+        messages.warning(
+            request,
+            f"That vote came {rating.seconds:.0f} s after the comparison appeared, under the reading time "
+            "this study asks for: it is kept but flagged. Read both outputs before you vote.",
+        )
+    if not request.htmx:
+        return redirect("rate")
+    return _render_rating(request)
+
+
+@require_POST
+@login_required
+@rater_required
+def undo(request: HttpRequest) -> HttpResponse:
+    return _after_action(request, services.undo_last_vote)
 
 
 @require_POST

@@ -32,6 +32,7 @@ AUDIENCE = {
     "vote": ("POST", RATERS),
     "skip": ("POST", RATERS),
     "flag": ("POST", RATERS),
+    "undo_vote": ("POST", RATERS),
     "results_list": ("GET", RESULTS),
     "results": ("GET", RESULTS),
     "export_votes": ("GET", RESULTS),

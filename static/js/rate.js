@@ -50,4 +50,61 @@
       button.click();
     }
   });
+
+  // Reading time: the vote buttons wake once the comparison has been in view for the experiment's
+  // minimum reading time; time with the page hidden (another tab) counts neither there nor in the
+  // seconds the vote reports.
+  var TICK_MS = 100;
+  var shown = null;
+
+  function panelState() {
+    var form = document.querySelector("#panel form.verdicts");
+    if (!form) {
+      return null;
+    }
+    if (!shown || shown.form !== form) {
+      shown = { form: form, visible: 0, away: 0, last: Date.now() };
+      setVotesAwake(form, Number(form.getAttribute("data-min-seconds")) <= 0);
+    }
+    return shown;
+  }
+
+  function setVotesAwake(form, awake) {
+    var buttons = form.querySelectorAll("button[data-key]");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].disabled = !awake;
+    }
+  }
+
+  function tick() {
+    var state = panelState();
+    if (!state) {
+      return;
+    }
+    var now = Date.now();
+    var seconds = (now - state.last) / 1000;
+    state.last = now;
+    if (document.visibilityState === "visible") {
+      state.visible += seconds;
+    } else {
+      state.away += seconds;
+    }
+    var away = state.form.querySelector("[data-away-seconds]");
+    if (away) {
+      away.value = state.away.toFixed(1);
+    }
+    var minimum = Number(state.form.getAttribute("data-min-seconds")) || 0;
+    var bar = state.form.querySelector("[data-reading]");
+    if (bar) {
+      bar.value = Math.min(state.visible, minimum);
+    }
+    if (state.visible >= minimum) {
+      setVotesAwake(state.form, true);
+    }
+  }
+
+  setInterval(tick, TICK_MS);
+  document.addEventListener("visibilitychange", tick);
+  document.addEventListener("htmx:afterSettle", tick);
+  tick();
 })();

@@ -432,3 +432,91 @@ def test_a_session_counts_its_own_votes_and_remembers_the_raters_earlier_ones(ra
     migration.count_earlier_votes(apps, None)
     stored = RatingSession.objects.order_by("started_at").values_list("votes_before", flat=True)
     assert list(stored) == [0, 2, 3]
+
+
+def test_undo_takes_the_last_vote_back_and_hands_its_comparison_out_again(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    voted = held_comparison(rater)
+    rating_client.post(reverse("vote", args=[voted.token]), {"verdict": "left"}, headers=HTMX)
+    next_one = held_comparison(rater)
+    html = rating_client.post(reverse("undo_vote"), headers=HTMX).content.decode()
+    assert not Rating.objects.filter(rater=rater).exists()
+    assert Comparison.objects.get(pk=voted.pk).ratings_count == 0
+    assert held_comparison(rater) == voted and voted.token in html
+    assert not Lease.objects.filter(rater=rater, comparison=next_one).exists()  # back in the pool
+    rating_client.post(reverse("vote", args=[voted.token]), {"verdict": "right"}, headers=HTMX)
+    assert Rating.objects.get(rater=rater).verdict == "right"
+
+
+def test_a_vote_stands_once_another_rater_voted_on_its_comparison(rater, second_rater, experiment):
+    experiment.raters_per_comparison = 2
+    experiment.save(update_fields=["raters_per_comparison"])
+    services.start_session(rater=rater)
+    mine = services.next_comparison(rater=rater).page
+    services.submit_rating(rater=rater, token=mine.token, verdict="left")
+    Lease.objects.filter(rater=rater, completed_at__isnull=True).delete()
+    now = timezone.now()
+    Lease.objects.create(
+        comparison_id=mine.pk, rater=second_rater, started_at=now, expires_at=now + timedelta(minutes=5)
+    )
+    services.submit_rating(rater=second_rater, token=mine.token, verdict="right")
+    with pytest.raises(services.RatingError, match="your vote stands"):
+        services.undo_last_vote(rater=rater)
+    assert Rating.objects.filter(comparison_id=mine.pk).count() == 2
+
+
+def test_undo_of_the_vote_that_ended_the_session_lets_it_go_on(client, rater, experiment):
+    client.force_login(rater)
+    services.start_session(rater=rater, target=1)
+    client.get(reverse("rate"))
+    voted = held_comparison(rater)
+    html = client.post(
+        reverse("vote", args=[voted.token]), {"verdict": "left"}, headers=HTMX
+    ).content.decode()
+    assert "Session summary" in html and "Undo last vote" in html
+    html = client.post(reverse("undo_vote"), headers=HTMX).content.decode()
+    assert voted.token in html
+    assert services.active_session(rater=rater) is not None
+
+
+def test_the_panel_lists_the_sessions_last_votes_without_naming_arms(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    for verdict in ("left", "tie"):
+        token = held_comparison(rater).token
+        html = rating_client.post(reverse("vote", args=[token]), {"verdict": verdict}, headers=HTMX).content
+    html = html.decode()
+    assert "Your last votes in this session" in html
+    assert html.index("tie") < html.index("A better")  # newest first
+    for variant in experiment.variants.all():
+        assert variant.name not in html
+
+
+def test_time_away_from_the_page_is_not_counted(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    held = held_comparison(rater)
+    Lease.objects.filter(rater=rater).update(started_at=timezone.now() - timedelta(seconds=600))
+    rating_client.post(reverse("vote", args=[held.token]), {"verdict": "left", "away_seconds": "590"})
+    rating = Rating.objects.get(rater=rater)
+    assert rating.away_seconds == pytest.approx(590)
+    assert rating.seconds == pytest.approx(10, abs=2)
+
+
+def test_time_away_cannot_exceed_the_time_since_the_hand_out(rating_client, rater, experiment):
+    rating_client.get(reverse("rate"))
+    held = held_comparison(rater)
+    rating_client.post(reverse("vote", args=[held.token]), {"verdict": "left", "away_seconds": "1e9"})
+    rating = Rating.objects.get(rater=rater)
+    assert rating.seconds == 0 and rating.too_fast
+
+
+def test_a_too_fast_vote_is_kept_and_the_rater_is_told(rating_client, rater, experiment):
+    experiment.min_seconds_per_vote = 60
+    experiment.save(update_fields=["min_seconds_per_vote"])
+    html = rating_client.get(reverse("rate")).content.decode()
+    assert 'data-min-seconds="60"' in html and "data-reading" in html
+    token = held_comparison(rater).token
+    html = rating_client.post(
+        reverse("vote", args=[token]), {"verdict": "left"}, headers=HTMX
+    ).content.decode()
+    assert "under the reading time this study asks for" in html
+    assert Rating.objects.get(rater=rater).too_fast

@@ -102,3 +102,28 @@ def test_hostile_model_output_runs_nothing(browser, live_server, rater, experime
     assert dialogs == []
     assert page.evaluate("document.querySelectorAll('.output img, .output script').length") == 0
     context.close()
+
+
+def test_vote_keys_wake_after_the_reading_time_and_a_vote_can_be_undone(page, rater, experiment):
+    experiment.min_seconds_per_vote = 2
+    experiment.save(update_fields=["min_seconds_per_vote"])
+    log_in(page, "bob", "password-bob")
+    page.wait_for_selector("text=Start rating")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#panel .outputs")
+    first = Lease.objects.get(rater=rater, completed_at__isnull=True).comparison
+
+    expect(page.locator("#panel button[data-key='1']")).to_be_disabled()
+    page.keyboard.press("1")  # still reading: nothing happens
+    expect(page.locator("#panel button[data-key='1']")).to_be_enabled(timeout=10_000)
+    assert not Rating.objects.filter(rater=rater).exists()
+    page.keyboard.press("1")
+    expect(page.locator(".bar .progress strong").first).to_have_text("1")
+    rating = Rating.objects.get(rater=rater, comparison=first)
+    assert rating.seconds >= 2 and not rating.too_fast
+
+    page.keyboard.press("u")
+    expect(page.locator(".bar .progress strong").first).to_have_text("0")
+    page.wait_for_selector(f"#panel form[hx-post*='{first.token}']")
+    assert not Rating.objects.filter(rater=rater).exists()
+    assert page.console_errors == []
