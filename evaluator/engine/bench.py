@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -212,10 +213,11 @@ class _Bench:
     started: float = field(default_factory=time.perf_counter)
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
-    def out_of_time(self, label: dict[str, Any]) -> bool:
-        if time.perf_counter() - self.started <= self.budget_s:
+    def out_of_time(self, label: dict[str, Any], *, estimate_s: float = 0.0) -> bool:
+        """Whether a row expected to take estimate_s would end past the budget (then it is listed skipped)."""
+        if time.perf_counter() - self.started + estimate_s <= self.budget_s:
             return False
-        self.skipped.append(label)
+        self.skipped.append({**label, "estimated_seconds": round(estimate_s, 1)})
         return True
 
     def run(
@@ -514,8 +516,12 @@ def run_bench(
     options: DecodeOptions | None = None,
     experts_implementation: str | None = None,
     compare_vllm: bool = False,
+    save: Callable[[dict[str, Any]], None] = lambda report: None,
 ) -> dict[str, Any]:
-    """Everything `--gpu` and `--cpu-small` print; rows left when budget_s is spent are listed as skipped."""
+    """Everything `--gpu` and `--cpu-small` print; rows that would end past budget_s are listed as skipped.
+
+    save receives the report as it grows (after each long row), so a run cut short still leaves its figures.
+    """
     import transformers
 
     loaded = build_random_model(config, device=device, dtype=dtype)
@@ -566,6 +572,7 @@ def run_bench(
                     bench, batch=batch, policy=policy, prompt_tokens=prompt_tokens, new_tokens=new_tokens
                 )
                 report["decode"].append(row)
+                save(report)
     implementations = {name for row in report["decode"] for name in row["experts_implementation_decode"]}
     report["experts_implementation_decode"] = sorted(implementations)
     dynamic_rows = [row for row in report["decode"] if row["k"] is None]
@@ -578,12 +585,21 @@ def run_bench(
             bench, batch=max(batches), k=k_mid, prompt_tokens=prompt_tokens, new_tokens=new_tokens
         )
     yarn = ContextConfig.yarn(yarn_factor)
+    previous: dict[str, Any] | None = None
     for length in prefill_lengths:
-        if not bench.out_of_time({"prefill": length}):
-            report["prefill"].append(
-                prefill_row(bench, prompt_tokens=length, k=k_mid, context=yarn, new_tokens=2)
-            )
-    if not bench.out_of_time({"long_generation": long_new_tokens}):
+        # Attention grows with the square of the prompt: a bound on the next row from the last one.
+        estimate = 0.0
+        if previous and "error" not in previous:
+            scale = (length / previous["prompt_tokens"]) ** 2
+            estimate = bench.repeats * previous["first_token_seconds"] * scale
+        if not bench.out_of_time({"prefill": length}, estimate_s=estimate):
+            previous = prefill_row(bench, prompt_tokens=length, k=k_mid, context=yarn, new_tokens=2)
+            report["prefill"].append(previous)
+            save(report)
+    single = next((row for row in report["decode"] if row["batch"] == 1 and row["k"] == k_mid), None)
+    # At least one run of the long generation must fit: estimated from the batch-1 decode rate.
+    estimate = long_new_tokens / single["tokens_per_s"] if single and single["tokens_per_s"] else 0.0
+    if not bench.out_of_time({"long_generation": long_new_tokens}, estimate_s=estimate):
         report["long_generation"] = long_generation_row(
             bench, new_tokens=long_new_tokens, k=k_mid, prompt_tokens=prompt_tokens
         )
@@ -597,6 +613,7 @@ def run_bench(
         )
     report["skipped"] = bench.skipped
     report["seconds"] = round(time.perf_counter() - bench.started + loaded.load_seconds, 1)
+    save(report)
     return report
 
 
@@ -673,13 +690,18 @@ def _timed(function: Callable[[], Any], device: torch.device) -> tuple[Any, floa
 
 
 def bench_engine(
-    path: str, *, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 16
+    path: str,
+    *,
+    prompts: list[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """generate_arm against one-at-a-time model.generate on the same prompts, both forced to equal lengths.
 
     reload_ms is None on a GPU without room for a second copy of the model.
     """
-    loaded = get_loaded(path)
+    loaded = get_loaded(path, device=device)
     sampling = Sampling(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
     generation_config = _generation_config(loaded, sampling)
 
@@ -731,6 +753,9 @@ def bench_engine(
         "speedup": round(engine_rate / naive_rate, 2),
         "greedy_match_rate": matches / len(prompts) if prompts else 1.0,
         "arm_switch_ms": round(switch_seconds / repeats * 1000, 4),
+        "experts_implementation_decode": sorted(
+            {name for result in results if result.routing for name in result.routing["experts_ran"]["decode"]}
+        ),
         "reload_ms": _reload_ms(loaded),
     }
 
@@ -773,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="decoding steps through torch.compile")
     parser.add_argument("--prefill-chunk", type=int, default=None, help="prompt columns per prefill forward")
     parser.add_argument("--compare-vllm", action="store_true", help="the decode rows on vLLM too")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here, row by row")
     args = parser.parse_args(argv)
     if args.gpu:
         if not torch.cuda.is_available():
@@ -826,6 +852,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options=options,
         experts_implementation=args.experts_implementation,
         compare_vllm=args.compare_vllm,
+        save=(lambda partial: args.out.write_text(json.dumps(partial, indent=2)))
+        if args.out
+        else lambda _: None,
     )
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
