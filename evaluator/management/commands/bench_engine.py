@@ -14,8 +14,8 @@ from evaluator.engine.bench import bench_engine
 class Command(BaseCommand):
     help = (
         "Print JSON: naive_tokens_per_s (plain model.generate, one prompt at a time), engine_tokens_per_s "
-        "(the worker's batched path, same prompts and lengths), speedup, greedy_match_rate, arm_switch_ms, "
-        "reload_ms."
+        "(the worker's batched path, same prompts and lengths), speedup, greedy_match_rate, "
+        "experts_implementation_decode, arm_switch_ms, reload_ms."
     )
 
     def add_arguments(self, parser) -> None:
