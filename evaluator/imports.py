@@ -8,10 +8,11 @@ the same file twice changes nothing the second time, and an export imports back 
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
@@ -22,6 +23,25 @@ FORMATS = ("csv", "jsonl")
 PROMPT_FIELDS = ("category", "text", "tags", "external_id")
 CATEGORY_FIELDS = ("slug", "name", "description", "order")
 MAX_RECORDS = 100_000
+MAX_ORDER = 2_147_483_647  # the largest value the database column holds
+MAX_PROBLEMS = 200  # listed in full; beyond that the report says how many more there are
+DEFAULT_MAX_UPLOAD_MB = 10
+
+
+def max_upload_bytes() -> int:
+    """The largest file an import reads (DEPTH_ARENA_MAX_UPLOAD_MB), checked before anything is parsed."""
+    return int(getattr(settings, "MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)) * 1024 * 1024
+
+
+def too_large(size: int) -> str:
+    """The message for a file over the limit, or "" when it fits."""
+    limit = max_upload_bytes()
+    if size <= limit:
+        return ""
+    return (
+        f"The file is {size / 1024 / 1024:.1f} MB, over the {limit // (1024 * 1024)} MB limit "
+        "(DEPTH_ARENA_MAX_UPLOAD_MB): split it into smaller files."
+    )
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,10 @@ class ImportFailed(Exception):
     """Nothing was imported; `problems` says what to fix, by line and field."""
 
     def __init__(self, problems: list[Problem]):
+        problems = sorted(problems, key=lambda p: p.line)
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS
+            problems = [*problems[:MAX_PROBLEMS], Problem(0, "", f"… and {more} more problems not listed")]
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems[:20]))
 
@@ -70,7 +94,15 @@ def format_from_name(filename: str) -> str:
 
 
 def _text(file: IO[Any] | bytes | str) -> str:
-    data = file if isinstance(file, bytes | str) else file.read()
+    if isinstance(file, bytes | str):
+        data = file
+    else:
+        size = getattr(file, "size", None)
+        if size is not None and too_large(size):
+            raise ImportFailed([Problem(0, "", too_large(size))])
+        data = file.read(max_upload_bytes() + 1)
+    if too_large(len(data)):
+        raise ImportFailed([Problem(0, "", too_large(len(data)))])
     if isinstance(data, str):
         return data.removeprefix("\ufeff")
     try:
@@ -81,51 +113,101 @@ def _text(file: IO[Any] | bytes | str) -> str:
         ) from None
 
 
-def _records(text: str, format: str, fields: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, record) pairs; a record that cannot be read at all raises ImportFailed with its line."""
-    if format == "csv":
-        reader = csv.reader(io.StringIO(text, newline=""))
+Records = list[tuple[int, dict[str, Any]]]
+
+
+def _csv_records(text: str, fields: tuple[str, ...]) -> tuple[Records, list[Problem]]:
+    """Rows read strictly: a quote left open is an error on its line, not a cell that swallows the rows
+    after it. A row with too many cells is reported and the reading goes on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: Records = []
+    problems: list[Problem] = []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+    except csv.Error as exc:
+        raise ImportFailed([Problem(1, "", f"the header is not valid CSV: {exc}")]) from None
+    missing = [name for name in fields[:2] if name not in header]
+    unknown = [name for name in header if name not in fields]
+    if missing or unknown:
+        problems = [Problem(1, name, "column missing from the header") for name in missing]
+        problems += [Problem(1, name, f"unknown column: use {', '.join(fields)}") for name in unknown]
+        raise ImportFailed(problems)
+    start = reader.line_num + 1
+    while True:
         try:
-            header = [name.strip() for name in next(reader, [])]
-            missing = [name for name in fields[:2] if name not in header]
-            unknown = [name for name in header if name not in fields]
-            if missing or unknown:
-                problems = [Problem(1, name, "column missing from the header") for name in missing]
-                problems += [Problem(1, name, f"unknown column: use {', '.join(fields)}") for name in unknown]
-                raise ImportFailed(problems)
-            start = reader.line_num + 1
-            for row in reader:
-                if len(row) > len(header):
-                    raise ImportFailed([Problem(start, "", f"more cells than the {len(header)} columns")])
-                if any(cell.strip() for cell in row):
-                    yield start, dict(zip(header, row, strict=False))
-                start = reader.line_num + 1
+            row = next(reader)
+        except StopIteration:
+            break
         except csv.Error as exc:
-            raise ImportFailed([Problem(reader.line_num, "", f"not valid CSV: {exc}")]) from None
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
+            # A quote opened on this row and never closed (or closed in the middle of a cell): what
+            # follows cannot be read reliably, so the reading stops here.
+            problems.append(
+                Problem(
+                    start,
+                    "",
+                    f"not valid CSV ({exc}): a quote opened on this line is not closed, or is followed by "
+                    'text; write a quote inside a quoted cell as two quotes ("")',
+                )
+            )
+            break
+        if len(row) > len(header):
+            problems.append(Problem(start, "", f"{len(row)} cells, more than the {len(header)} columns"))
+        elif any(cell.strip() for cell in row):
+            records.append((start, dict(zip(header, row, strict=False))))
+        start = reader.line_num + 1
+    return records, problems
+
+
+def _jsonl_records(text: str) -> tuple[Records, list[Problem]]:
+    records: Records = []
+    problems: list[Problem] = []
+    # Lines end at "\n" only: JSON strings may hold U+2028 or U+0085, where str.splitlines would cut.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ImportFailed(
-                [Problem(number, "", f"not valid JSON: {exc.msg} (column {exc.colno})")]
-            ) from None
+            problems.append(Problem(number, "", f"not valid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except RecursionError:
+            problems.append(Problem(number, "", "JSON nested too deeply: each line must be one flat object"))
+            continue
         if not isinstance(record, dict):
-            raise ImportFailed([Problem(number, "", "each line must be one JSON object")])
-        yield number, record
+            problems.append(Problem(number, "", "each line must be one JSON object"))
+            continue
+        records.append((number, record))
+    return records, problems
 
 
-def _read(file: IO[Any] | bytes | str, format: str, fields: tuple[str, ...]) -> list[tuple[int, dict]]:
+def _read(file: IO[Any] | bytes | str, format: str, fields: tuple[str, ...]) -> tuple[Records, list[Problem]]:
+    """The file's records with their lines, and the problems of records that could not be read at all."""
     if format not in FORMATS:
         raise ImportFailed([Problem(0, "", f"Unknown format {format!r}: use csv or jsonl.")])
-    records = list(_records(_text(file), format, fields))
-    if not records:
+    text = _text(file)
+    if format == "csv":
+        records, problems = _csv_records(text, fields)
+    else:
+        records, problems = _jsonl_records(text)
+    if not records and not problems:
         raise ImportFailed([Problem(0, "", "The file holds no records.")])
     if len(records) > MAX_RECORDS:
         raise ImportFailed([Problem(0, "", f"More than {MAX_RECORDS:,} records: split the file.")])
-    return records
+    return records, problems
+
+
+def _storable(value: str, line: int, name: str, problems: list[Problem]) -> bool:
+    """Whether the database can store the text: no NUL character, no lone surrogate (a "\\ud800" escape)."""
+    if "\x00" in value:
+        problems.append(Problem(line, name, "contains a NUL character (\\u0000), which cannot be stored"))
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = f"\\u{ord(value[exc.start]):04x}"
+        problems.append(Problem(line, name, f"contains a lone surrogate ({code}), which is not a character"))
+        return False
+    return True
 
 
 def _string(record: dict, name: str, line: int, problems: list[Problem], *, required: bool) -> str:
@@ -135,9 +217,18 @@ def _string(record: dict, name: str, line: int, problems: list[Problem], *, requ
             problems.append(Problem(line, name, "required"))
         return ""
     if not isinstance(value, str):
-        problems.append(Problem(line, name, f"must be text, got {json.dumps(value)}"))
+        problems.append(Problem(line, name, f"must be text, got {_shown(value)}"))
         return ""
-    return value
+    return value if _storable(value, line, name, problems) else ""
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, cut short for a message."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (RecursionError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _tags(value: Any, line: int, problems: list[Problem]) -> list[str]:
@@ -149,13 +240,15 @@ def _tags(value: Any, line: int, problems: list[Problem]) -> list[str]:
         if value.startswith("["):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 problems.append(Problem(line, "tags", "starts like a JSON list but is not one"))
                 return []
         else:
             value = value.split(";")
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         problems.append(Problem(line, "tags", 'must be a list of text tags, e.g. ["reasoning", "short"]'))
+        return []
+    if not all(_storable(tag, line, "tags", problems) for tag in value):
         return []
     tags = []
     for tag in (t.strip() for t in value):
@@ -167,7 +260,8 @@ def _tags(value: Any, line: int, problems: list[Problem]) -> list[str]:
 def _unknown_keys(record: dict, fields: tuple[str, ...], line: int, problems: list[Problem]) -> None:
     for name in record:
         if name not in fields:
-            problems.append(Problem(line, name, f"unknown field: use {', '.join(fields)}"))
+            shown = name if _storable(name, line, "", []) else ascii(name)
+            problems.append(Problem(line, shown, f"unknown field: use {', '.join(fields)}"))
 
 
 def import_prompts(
@@ -179,8 +273,7 @@ def import_prompts(
     is; an external_id that exists with another text is a problem, since outputs may already depend on it.
     Unknown categories are a problem unless create_categories is set.
     """
-    records = _read(file, format, PROMPT_FIELDS)
-    problems: list[Problem] = []
+    records, problems = _read(file, format, PROMPT_FIELDS)
     categories = {c.slug: c for c in Category.objects.all()}
     new_slugs: list[str] = []
     parsed = []
@@ -272,8 +365,7 @@ def import_prompts(
 
 def import_categories(*, file: IO[Any] | bytes | str, format: str) -> ImportReport:
     """Add or update categories from CSV or JSONL (fields: slug, name, description, order)."""
-    records = _read(file, format, CATEGORY_FIELDS)
-    problems: list[Problem] = []
+    records, problems = _read(file, format, CATEGORY_FIELDS)
     parsed = []
     seen: dict[str, int] = {}
     for line, record in records:
@@ -284,10 +376,12 @@ def import_categories(*, file: IO[Any] | bytes | str, format: str) -> ImportRepo
         order = record.get("order")
         if order in (None, ""):
             order = 0
-        elif isinstance(order, str) and order.strip().isdigit():
+        if isinstance(order, str) and order.strip().isdecimal() and len(order.strip()) <= 10:
             order = int(order)
-        elif not isinstance(order, int) or isinstance(order, bool) or order < 0:
-            problems.append(Problem(line, "order", f"must be a whole number ≥ 0, got {json.dumps(order)}"))
+        if not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= MAX_ORDER:
+            problems.append(
+                Problem(line, "order", f"must be a whole number from 0 to {MAX_ORDER:,}, got {_shown(order)}")
+            )
             order = 0
         if slug:
             try:

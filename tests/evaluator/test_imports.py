@@ -90,11 +90,8 @@ def test_jsonl_problems_name_the_line_and_the_field(categories):
     with pytest.raises(imports.ImportFailed) as failure:
         imports.import_prompts(file=data, format="jsonl")
 
-    assert [str(p) for p in failure.value.problems] == ["line 4: not valid JSON: Expecting value (column 1)"]
-
-    with pytest.raises(imports.ImportFailed) as failure:
-        imports.import_prompts(file=data.rsplit(b"\n", 2)[0], format="jsonl")
-    assert {(p.line, p.field) for p in failure.value.problems} == {(3, "text"), (3, "colour")}
+    assert {(p.line, p.field) for p in failure.value.problems} == {(3, "text"), (3, "colour"), (4, "")}
+    assert "line 4: not valid JSON: Expecting value (column 1)" in [str(p) for p in failure.value.problems]
     assert Prompt.objects.count() == 0
 
 
@@ -185,3 +182,120 @@ def test_bad_category_records_import_nothing(categories):
 
     assert {(p.line, p.field) for p in failure.value.problems} == {(1, "slug"), (2, "name"), (2, "order")}
     assert not Category.objects.filter(slug="ok").exists()
+
+
+# Bad input: each case a message naming the line and the field, and nothing written.
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('{"category": "routine", "text": "a\\u0000b"}', "text", "NUL character"),
+        ('{"category": "routine", "text": "ok", "external_id": "\\ud800"}', "external_id", "lone surrogate"),
+        ('{"category": "routine", "text": "ok", "tags": ["\\udfff"]}', "tags", "lone surrogate (\\udfff)"),
+    ],
+)
+def test_text_the_database_cannot_store_is_refused_by_line_and_field(categories, line, field, message):
+    data = b'{"category": "routine", "text": "fine"}\n' + line.encode()
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data, format="jsonl")
+
+    [problem] = failure.value.problems
+    assert (problem.line, problem.field) == (2, field)
+    assert message in problem.message
+    assert Prompt.objects.count() == 0
+
+
+def test_a_nul_byte_in_a_csv_cell_is_refused(categories):
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=b"category,text\nroutine,a\x00b\n", format="csv")
+
+    assert [str(p) for p in failure.value.problems] == [
+        "line 2, text: contains a NUL character (\\u0000), which cannot be stored"
+    ]
+
+
+def test_json_nested_very_deeply_is_a_problem_on_its_line(categories):
+    deep = "[" * 100_000 + "]" * 100_000
+    data = f'{{"category": "routine", "text": "ok"}}\n{deep}\n{{"category": "routine", "text": {deep}}}\n'
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data.encode(), format="jsonl")
+
+    assert [(p.line, "nested too deeply" in p.message) for p in failure.value.problems] == [
+        (2, True),
+        (3, True),
+    ]
+    assert Prompt.objects.count() == 0
+
+
+def test_an_unclosed_quote_in_csv_is_refused_instead_of_swallowing_the_next_rows(categories):
+    data = b'category,text\nroutine,"Dear team,\nroutine,Second prompt\nroutine,Third\n'
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data, format="csv")
+
+    [problem] = failure.value.problems
+    assert problem.line == 2
+    assert "a quote opened on this line is not closed" in problem.message
+    assert Prompt.objects.count() == 0
+
+
+def test_a_quote_closed_in_the_middle_of_a_cell_is_refused(categories):
+    data = b'category,text\nroutine,"Dear team,\nroutine,"Second" prompt\n'
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data, format="csv")
+
+    assert failure.value.problems[0].line == 2
+    assert Prompt.objects.count() == 0
+
+
+def test_a_row_with_too_many_cells_does_not_hide_the_other_problems(categories):
+    data = b"category,text\nroutine,a,b,c,d\nnosuch,hi\nroutine,\n"
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data, format="csv")
+
+    assert [(p.line, p.field) for p in failure.value.problems] == [(2, ""), (3, "category"), (4, "text")]
+    assert "5 cells, more than the 2 columns" in failure.value.problems[0].message
+
+
+def test_every_bad_json_line_is_reported_up_to_a_cap(categories):
+    data = b"\n".join([b"not json"] * (imports.MAX_PROBLEMS + 50))
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data, format="jsonl")
+
+    problems = failure.value.problems
+    assert len(problems) == imports.MAX_PROBLEMS + 1
+    assert problems[-1].message == "… and 50 more problems not listed"
+
+
+def test_a_file_over_the_upload_limit_is_refused_before_it_is_read(categories, settings):
+    settings.MAX_UPLOAD_MB = 1
+    prompt = "x" * (2 * 1024 * 1024)
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=json.dumps({"category": "routine", "text": prompt}), format="jsonl")
+
+    assert "over the 1 MB limit (DEPTH_ARENA_MAX_UPLOAD_MB)" in str(failure.value)
+    assert Prompt.objects.count() == 0
+
+
+def test_line_separators_inside_json_strings_do_not_split_a_record(categories):
+    data = json.dumps({"category": "routine", "text": "one\u2028two\x85three"}, ensure_ascii=False)
+
+    imports.import_prompts(file=data.encode(), format="jsonl")
+
+    assert Prompt.objects.get().text == "one\u2028two\x85three"
+
+
+def test_a_category_order_beyond_the_column_is_refused(categories):
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_categories(file=b"slug,name,order\nbig,Big," + b"9" * 40 + b"\n", format="csv")
+
+    [problem] = failure.value.problems
+    assert (problem.line, problem.field) == (2, "order")
+    assert "from 0 to 2,147,483,647" in problem.message
