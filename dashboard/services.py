@@ -97,14 +97,25 @@ def _open_leases(now) -> Q:
     return Q(completed_at__isnull=True, expires_at__gt=now)
 
 
-def rateable_comparisons(rater: AbstractBaseUser, now):
-    """Comparisons `rater` may be handed now, in hand-out order.
+def rateable_experiments(*, rater: AbstractBaseUser) -> list[Experiment]:
+    """Experiments whose comparisons `rater` may be handed, highest priority first (of equal ones the
+    older first); a rater limited to some experiments gets only those."""
+    experiments = Experiment.objects.filter(status=Experiment.Status.SCHEDULED).order_by("-priority", "pk")
+    allowed = RaterProfile.experiments.through.objects.filter(raterprofile__user=rater)
+    if allowed.exists():
+        experiments = experiments.filter(pk__in=allowed.values("experiment_id"))
+    return list(experiments)
 
-    Order: the highest-priority experiment first (of equal ones the older), then fewest votes first,
+
+def rateable_comparisons(*, rater: AbstractBaseUser, experiment: Experiment, now):
+    """The experiment's comparisons `rater` may be handed now, in hand-out order: fewest votes first,
     then the random key drawn at scheduling, so the order says nothing about arms, prompts or categories.
+
     A comparison qualifies while its votes and other raters' open leases stay under k and this rater has
-    never held it.
+    never held it. The order follows the index `comparison_hand_out`, so the database stops at the first
+    comparison that qualifies instead of weighing them all.
     """
+    k = experiment.raters_per_comparison
     open_leases = (
         Lease.objects.filter(_open_leases(now), comparison=OuterRef("pk"))
         .order_by()
@@ -112,22 +123,14 @@ def rateable_comparisons(rater: AbstractBaseUser, now):
         .annotate(n=Count("pk"))
         .values("n")
     )
-    comparisons = (
+    return (
         Comparison.objects.ready()
-        .filter(experiment__status=Experiment.Status.SCHEDULED)
+        .filter(experiment=experiment, ratings_count__lt=k)
         .exclude(Exists(Lease.objects.filter(comparison=OuterRef("pk"), rater=rater)))
         .annotate(open_leases=Coalesce(Subquery(open_leases), 0))
-        .filter(ratings_count__lt=F("experiment__raters_per_comparison") - F("open_leases"))
-        .order_by("-experiment__priority", "experiment_id", "ratings_count", "order_key")
+        .filter(open_leases__lt=k - F("ratings_count"))
+        .order_by("ratings_count", "order_key")
     )
-    allowed = list(
-        RaterProfile.experiments.through.objects.filter(raterprofile__user=rater).values_list(
-            "experiment_id", flat=True
-        )
-    )
-    if allowed:
-        comparisons = comparisons.filter(experiment_id__in=allowed)
-    return comparisons
 
 
 def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
@@ -145,31 +148,31 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
             if held.expires_at > now:
                 return Assignment(lease_id=held.pk, page=_page(held.comparison_id))
             held.delete()  # expired: the comparison may be another rater's by now
-        for _ in range(PICK_ATTEMPTS):
-            comparison = (
-                rateable_comparisons(rater, now)
-                .select_related("experiment")
-                .select_for_update(skip_locked=True, of=("self",))
-                .first()
-            )
-            if comparison is None:
-                return None
-            try:
-                with transaction.atomic():
-                    lease = Lease.objects.create(
-                        comparison=comparison,
-                        rater=rater,
-                        started_at=now,
-                        expires_at=now + timedelta(seconds=settings.LEASE_SECONDS),
-                    )
-            except IntegrityError:
-                # Another request of this rater (a second tab) leased one just now: show that one.
-                held = _held_lease(rater, now)
-                return Assignment(lease_id=held.pk, page=_page(held.comparison_id)) if held else None
-            taken = Lease.objects.filter(_open_leases(now), comparison=comparison).count()
-            if comparison.ratings_count + taken <= comparison.experiment.raters_per_comparison:
-                return Assignment(lease_id=lease.pk, page=_page(comparison.pk))
-            lease.delete()
+        for experiment in rateable_experiments(rater=rater):
+            for _ in range(PICK_ATTEMPTS):
+                comparison = (
+                    rateable_comparisons(rater=rater, experiment=experiment, now=now)
+                    .select_for_update(skip_locked=True)
+                    .first()
+                )
+                if comparison is None:
+                    break
+                try:
+                    with transaction.atomic():
+                        lease = Lease.objects.create(
+                            comparison=comparison,
+                            rater=rater,
+                            started_at=now,
+                            expires_at=now + timedelta(seconds=settings.LEASE_SECONDS),
+                        )
+                except IntegrityError:
+                    # Another request of this rater (a second tab) leased one just now: show that one.
+                    held = _held_lease(rater, now)
+                    return Assignment(lease_id=held.pk, page=_page(held.comparison_id)) if held else None
+                taken = Lease.objects.filter(_open_leases(now), comparison=comparison).count()
+                if comparison.ratings_count + taken <= experiment.raters_per_comparison:
+                    return Assignment(lease_id=lease.pk, page=_page(comparison.pk))
+                lease.delete()
     return None
 
 

@@ -2,7 +2,9 @@
 
 This runs on every rating page, so its cost is bounded: the common beginning and end are set aside in
 linear time (near-identical outputs of two arms usually share long ones), and the word diff runs only on
-what lies between, up to MAX_MIDDLE_TOKENS tokens. A longer middle is shown as one changed stretch.
+what lies between, up to MAX_MIDDLE_TOKENS tokens, and only when the two middles share enough runs of
+words to be worth it (a linear-time check): different outputs share words but few runs of them, and a
+word diff of two different texts costs the most. Otherwise the middle is one changed stretch.
 """
 
 import difflib
@@ -11,6 +13,9 @@ from itertools import takewhile
 
 NEAR_IDENTICAL = 0.6
 MAX_MIDDLE_TOKENS = 800  # both sides together; a word diff of this size takes a few milliseconds
+SHINGLE = 3  # words in a run
+MIN_SHARED_RUNS = 0.3  # share of the middles' runs of words both have, below which no word diff is tried
+SMALL_MIDDLE = 40  # tokens: a middle this short is always diffed
 TOKEN = re.compile(r"\s+|[^\s]+")
 
 Segments = list[tuple[str, bool]]
@@ -18,6 +23,14 @@ Segments = list[tuple[str, bool]]
 
 def _common_prefix(a: list[str], b: list[str]) -> int:
     return sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(a, b, strict=False)))
+
+
+def _shared_runs(a: list[str], b: list[str]) -> float:
+    """The Jaccard similarity of the two token lists' runs of SHINGLE words."""
+    words_a, words_b = [t for t in a if not t.isspace()], [t for t in b if not t.isspace()]
+    runs_a = {tuple(words_a[i : i + SHINGLE]) for i in range(max(1, len(words_a) - SHINGLE + 1))}
+    runs_b = {tuple(words_b[i : i + SHINGLE]) for i in range(max(1, len(words_b) - SHINGLE + 1))}
+    return len(runs_a & runs_b) / len(runs_a | runs_b)
 
 
 def highlight(left: str, right: str) -> tuple[Segments, Segments] | None:
@@ -29,7 +42,10 @@ def highlight(left: str, right: str) -> tuple[Segments, Segments] | None:
     prefix = _common_prefix(a, b)
     suffix = _common_prefix(a[prefix:][::-1], b[prefix:][::-1])
     middle_a, middle_b = a[prefix : len(a) - suffix], b[prefix : len(b) - suffix]
-    if len(middle_a) + len(middle_b) > MAX_MIDDLE_TOKENS:
+    size = len(middle_a) + len(middle_b)
+    if size > MAX_MIDDLE_TOKENS or (
+        size > SMALL_MIDDLE and _shared_runs(middle_a, middle_b) < MIN_SHARED_RUNS
+    ):
         # Too much differs to diff word by word on every page; near-identical only if the shared
         # beginning and end alone make it so.
         if 2 * (prefix + suffix) / total < NEAR_IDENTICAL:
