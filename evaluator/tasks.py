@@ -1,5 +1,6 @@
 """Celery tasks: the only bridge between the job queue and the engine. Load ids, run the engine, store."""
 
+import itertools
 import logging
 import uuid
 
@@ -51,14 +52,13 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         raise
     stored = 0
     batch_size = settings.ENGINE_BATCH_SIZE
-    for start in range(0, len(rows), batch_size):
+    for batch in chunks_by_prompt(rows, batch_size):
         # A long job outlives database restarts: drop a broken connection before each batch (not
         # inside a caller's transaction, as when a test or a command runs the task in-process).
         if not connection.in_atomic_block:
             close_old_connections()
         if not jobs.experiment_is_running(experiment_id):
             break
-        batch = rows[start : start + batch_size]
         # A job superseded (the arm queued again) or presumed dead leaves the rest to the new holder.
         held = jobs.still_claimed(task_id=task_id, generation_ids=[g.pk for g in batch])
         batch = [g for g in batch if g.pk in held]
@@ -101,3 +101,16 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
         jobs.job_progress(task_id=task_id, stored=stored)
     jobs.job_finished(task_id=task_id, stored=stored)
     return stored
+
+
+def chunks_by_prompt(rows: list, size: int) -> list[list]:
+    """`rows` in chunks of about `size`, cut only between prompts: the engine shares one generation
+    among a prompt's greedy seeds only within a call."""
+    chunks: list[list] = []
+    for _, group in itertools.groupby(rows, key=lambda g: g.prompt_id):
+        group = list(group)
+        if chunks and len(chunks[-1]) + len(group) <= size:
+            chunks[-1].extend(group)
+        else:
+            chunks.append(group)
+    return chunks

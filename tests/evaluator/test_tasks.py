@@ -54,3 +54,15 @@ def test_a_prompt_over_the_limit_fails_alone(tiny_model_path):
     assert Generation.objects.filter(experiment=experiment, status="failed").count() == 2
     assert Generation.objects.filter(experiment=experiment, status="done").count() == 2
     assert "token" in Generation.objects.filter(status="failed").first().error
+
+
+def test_a_job_is_cut_into_chunks_only_between_prompts():
+    from types import SimpleNamespace
+
+    from evaluator.tasks import chunks_by_prompt
+
+    rows = [SimpleNamespace(prompt_id=p, seed=s) for p in (1, 2, 3) for s in range(3)]
+    chunks = chunks_by_prompt(rows, 4)
+    assert [[r.prompt_id for r in chunk] for chunk in chunks] == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    assert [r for chunk in chunks for r in chunk] == rows
+    assert [len(chunk) for chunk in chunks_by_prompt(rows, 6)] == [6, 3]
