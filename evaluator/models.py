@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from evaluator import scoring
 from evaluator.engine.context import ContextConfig
 from evaluator.engine.depth import DepthPolicy
 from evaluator.engine.loading import CheckpointError, inspect_checkpoint
@@ -159,6 +160,19 @@ class Prompt(models.Model):
     text = models.TextField()
     tags = models.JSONField(default=list, blank=True)
     external_id = models.CharField(max_length=100, blank=True)
+    # A right answer that needs no rater (a recalled fact, a sum): every output of the prompt is scored.
+    reference_answer = models.TextField(
+        blank=True, help_text="Optional expected answer; outputs are scored against it when stored."
+    )
+    scoring_rule = models.CharField(
+        max_length=10,
+        choices=[(rule, label) for rule, label in scoring.RULE_LABELS.items()],
+        default="contains",
+        help_text="How an output's first non-empty line is compared with the reference answer.",
+    )
+    tolerance = models.FloatField(
+        null=True, blank=True, help_text="Numeric rule only: the largest accepted difference."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -166,6 +180,17 @@ class Prompt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.category.slug}: {self.text[:60]}"
+
+    def clean(self) -> None:
+        if self.reference_answer:
+            try:
+                scoring.check_reference(
+                    reference=self.reference_answer, rule=self.scoring_rule, tolerance=self.tolerance
+                )
+            except scoring.ScoringError as exc:
+                raise ValidationError({"reference_answer": str(exc)}) from exc
+        elif self.tolerance is not None:
+            raise ValidationError({"tolerance": "A tolerance needs a numeric reference answer."})
 
 
 class Experiment(models.Model):
@@ -265,6 +290,16 @@ class Generation(models.Model):
         help_text="Expert slots computed per token (what the depth cost); dynamic depth drops some.",
     )
     routing = models.JSONField(null=True, blank=True)
+    # Automatic measures, set when the output is stored (evaluator.measures, evaluator.scoring).
+    output_tokens = models.PositiveIntegerField(null=True, help_text="Generated tokens, end token excluded.")
+    repetition = models.FloatField(null=True, help_text="Share of repeated 4-grams of tokens.")
+    hit_limit = models.BooleanField(null=True, help_text="Used all max_new_tokens without stopping by itself.")
+    reference_correct = models.BooleanField(
+        null=True, help_text="Gave the prompt's reference answer; empty when the prompt has none."
+    )
+    auto_depth = models.JSONField(
+        null=True, blank=True, help_text="An automatic depth policy's decision: predicted category, k, why."
+    )
     attempts = models.PositiveIntegerField(default=0)
     claimed_by = models.CharField(
         max_length=64, blank=True, help_text="The job (Celery task id) producing this output now."
@@ -284,6 +319,32 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment} / {self.variant} / prompt {self.prompt_id} / seed {self.seed}"
+
+
+class Likelihood(models.Model):
+    """Teacher-forced log-likelihood of one prompt's text (and reference answer) under one arm."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="likelihoods")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="likelihoods")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="likelihoods")
+    tokens = models.PositiveIntegerField(help_text="Tokens predicted (all but the first).")
+    nll = models.FloatField(help_text="Sum of negative log-likelihood over those tokens, in nats.")
+    answer_tokens = models.PositiveIntegerField(default=0)
+    answer_nll = models.FloatField(null=True, help_text="Of the reference answer given the prompt, in nats.")
+    depth_k = models.PositiveIntegerField(null=True)
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "variant", "prompt"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "variant", "prompt"], name="likelihood_unique_per_arm_prompt"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment} / {self.variant} / prompt {self.prompt_id}"
 
 
 class ComparisonQuerySet(models.QuerySet):
