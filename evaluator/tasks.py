@@ -3,15 +3,19 @@
 import itertools
 import logging
 import uuid
+from dataclasses import replace
 
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection
 
-from evaluator import jobs
+from evaluator import jobs, measuring
+from evaluator.engine.depth import DepthPolicy
 from evaluator.engine.generate import Request, Sampling
 from evaluator.engine.generate import generate_arm as engine_generate_arm
+from evaluator.engine.likelihood import score_texts
 from evaluator.engine.loading import get_loaded
+from evaluator.engine.router import auto_requests, decide
 from evaluator.models import Experiment, Variant
 
 log = logging.getLogger(__name__)
@@ -27,7 +31,10 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
     """
     # Called in-process (a test, a command) there is no message, so the claim gets an id of its own.
     task_id = self.request.id or f"local-{uuid.uuid4()}"
-    experiment = Experiment.objects.select_related("checkpoint").get(pk=experiment_id)
+    experiment = Experiment.objects.select_related("checkpoint").filter(pk=experiment_id).first()
+    if experiment is None:  # deleted while its message waited in the queue: nothing left to do
+        log.info("experiment %s no longer exists; job %s has nothing to do", experiment_id, task_id)
+        return 0
     if experiment.status != Experiment.Status.SCHEDULED:
         jobs.job_finished(task_id=task_id, stored=0, note=f"experiment is {experiment.status}")
         return 0
@@ -74,11 +81,13 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
             )
             for g in batch
         ]
+        # An auto policy places each prompt by its text first; the decision is stored with the output.
+        run_policy, requests, auto_depth = _resolve_auto(policy, requests)
         try:
             results = engine_generate_arm(
                 loaded,
                 requests=requests,
-                depth=policy,
+                depth=run_policy,
                 context=context,
                 sampling=sampling,
                 batch_size=batch_size,
@@ -90,7 +99,13 @@ def generate_arm(self, experiment_id: int, variant_id: int) -> int:
             )
             continue
         try:
-            stored += jobs.store_results(experiment_id=experiment_id, results=results)
+            stored += jobs.store_results(
+                experiment_id=experiment_id,
+                results=results,
+                eos_token_ids=tuple(loaded.eos_token_ids),
+                max_new_tokens=sampling.max_new_tokens,
+                auto_depth=auto_depth,
+            )
         except OperationalError:
             # The outputs of this batch are lost with the connection; they are still pending, and a
             # retry of the job (the same task, later) writes them.
@@ -114,3 +129,44 @@ def chunks_by_prompt(rows: list, size: int) -> list[list]:
         else:
             chunks.append(group)
     return chunks
+
+
+def _resolve_auto(policy: DepthPolicy, requests: list) -> tuple[DepthPolicy, list, dict[int, dict] | None]:
+    if policy.kind != "auto":
+        return policy, requests, None
+    run_policy, labelled, decisions = auto_requests(policy, requests)
+    return run_policy, labelled, {r.key: d.to_dict() for r, d in zip(requests, decisions, strict=True)}
+
+
+@shared_task(bind=True, name="evaluator.tasks.likelihood_arm", acks_late=True, reject_on_worker_lost=True)
+def likelihood_arm(self, experiment_id: int, variant_id: int) -> int:
+    """Score the experiment's prompts (and reference answers) by teacher-forced likelihood under one arm.
+
+    Runs after the arm's generation job on the same queue; writes only what is missing, so running it twice
+    writes nothing twice. Returns how many prompts it scored.
+    """
+    experiment = Experiment.objects.select_related("checkpoint").filter(pk=experiment_id).first()
+    if experiment is None or experiment.status not in (Experiment.Status.SCHEDULED, Experiment.Status.DONE):
+        return 0
+    texts = measuring.missing_likelihood_texts(experiment=experiment, variant_id=variant_id)
+    if not texts:
+        return 0
+    variant = Variant.objects.get(pk=variant_id)
+    checkpoint = experiment.checkpoint
+    dtype = settings.ENGINE_DTYPE if checkpoint.dtype == "auto" else checkpoint.dtype
+    device = None if settings.ENGINE_DEVICE == "auto" else settings.ENGINE_DEVICE
+    loaded = get_loaded(checkpoint.path, dtype=dtype, device=device)
+    policy = variant.depth_policy
+    if policy.kind == "auto":
+        mapping = dict(policy.mapping)
+        placed = [decide(policy.router, mapping, policy.default, t.prefix) for t in texts]
+        texts = [replace(t, category=d.category or "", tags=()) for t, d in zip(texts, placed, strict=True)]
+        policy = DepthPolicy.by_category(mapping, policy.default)
+    scored = score_texts(
+        loaded,
+        texts=texts,
+        depth=policy,
+        context=variant.context_config,
+        batch_size=settings.ENGINE_BATCH_SIZE,
+    )
+    return measuring.store_likelihoods(experiment_id=experiment_id, variant_id=variant_id, scored=scored)

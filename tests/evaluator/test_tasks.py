@@ -66,3 +66,9 @@ def test_a_job_is_cut_into_chunks_only_between_prompts():
     assert [[r.prompt_id for r in chunk] for chunk in chunks] == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
     assert [r for chunk in chunks for r in chunk] == rows
     assert [len(chunk) for chunk in chunks_by_prompt(rows, 6)] == [6, 3]
+
+
+def test_a_job_whose_experiment_was_deleted_does_nothing(db):
+    from evaluator.tasks import generate_arm
+
+    assert generate_arm(987654, 1) == 0

@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from django.db import connections
 from django.urls import reverse
 from kombu import pools
 
+from dashboard.management.commands.serve import web_command
 from evaluator import scheduling
 from evaluator.models import (
     Category,
@@ -276,7 +276,7 @@ def web_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
     port = free_port()
     log = log_path.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        web_command("127.0.0.1", port, 1),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -286,7 +286,9 @@ def web_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(
-            lambda: http_status(f"{base}/accounts/login/") == 200, timeout=60, message="daphne did not start"
+            lambda: http_status(f"{base}/accounts/login/") == 200,
+            timeout=60,
+            message="the web server did not start",
         )
         yield base
     finally:

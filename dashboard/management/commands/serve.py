@@ -23,7 +23,8 @@ def default_workers() -> int:
 
 def web_command(host: str, port: int, workers: int) -> list[str]:
     """uvicorn as its documentation runs it; Django has no lifespan events, and open WebSockets (results
-    pages) would otherwise hold up a shutdown."""
+    pages) would otherwise hold up a shutdown. Idle connections stay open longer than a rater reads
+    (uvicorn's 5 s default is shorter), so a vote never races the server closing its connection."""
     return [
         sys.executable,
         "-m",
@@ -39,6 +40,8 @@ def web_command(host: str, port: int, workers: int) -> list[str]:
         "off",
         "--timeout-graceful-shutdown",
         "5",
+        "--timeout-keep-alive",
+        "75",
     ]
 
 
