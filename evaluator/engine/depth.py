@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 
     from .loading import LoadedModel
 
-KINDS = ("fixed", "by_category", "by_tag", "dynamic")
+KINDS = ("fixed", "by_category", "by_tag", "dynamic", "auto")
 _FIELDS = {
     "fixed": {"kind", "k"},
     "by_category": {"kind", "mapping", "default"},
     "by_tag": {"kind", "mapping", "default"},
     "dynamic": {"kind", "p", "k_min", "k_max"},
+    # auto: a router (engine/router.py) predicts the category of an unlabelled prompt, the mapping gives k.
+    "auto": {"kind", "mapping", "default", "router"},
 }
 
 
@@ -46,13 +48,16 @@ class DepthPolicy:
     p: float | None = None
     k_min: int | None = None
     k_max: int | None = None
+    router: Any = None  # auto only: a router.CategoryRouter
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Unknown depth policy kind {self.kind!r}: use one of {', '.join(KINDS)}")
         if self.kind == "fixed" and not _is_int(self.k):
             raise ValueError("A fixed depth policy needs an integer k (experts per token), e.g. {'k': 8}")
-        if self.kind in ("by_category", "by_tag"):
+        if self.kind == "auto" and not _is_router(self.router):
+            raise ValueError("An auto depth policy needs a fitted router (manage.py recommend_policy --auto)")
+        if self.kind in ("by_category", "by_tag", "auto"):
             if not _is_int(self.default):
                 raise ValueError(
                     f"A {self.kind} policy needs an integer default k for labels not in its mapping"
@@ -108,6 +113,11 @@ class DepthPolicy:
             return cls.dynamic(data["p"], data["k_min"], data["k_max"])
         if not isinstance(data["mapping"], Mapping):
             raise ValueError(f"{kind} mapping must be an object of label → k, got {data['mapping']!r}")
+        if kind == "auto":
+            from .router import CategoryRouter
+
+            router = CategoryRouter.from_dict(data["router"])
+            return cls(kind, mapping=_mapping(data["mapping"]), default=data["default"], router=router)
         return cls(kind, mapping=_mapping(data["mapping"]), default=data["default"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +125,13 @@ class DepthPolicy:
             return {"kind": "fixed", "k": self.k}
         if self.kind == "dynamic":
             return {"kind": "dynamic", "p": self.p, "k_min": self.k_min, "k_max": self.k_max}
+        if self.kind == "auto":
+            return {
+                "kind": "auto",
+                "mapping": dict(self.mapping),
+                "default": self.default,
+                "router": self.router.to_dict(),
+            }
         return {"kind": self.kind, "mapping": dict(self.mapping), "default": self.default}
 
     def validate(self, num_experts: int) -> None:
@@ -148,7 +165,7 @@ class DepthPolicy:
         if self.kind == "dynamic":
             return f"dynamic p={self.p:g}, k {self.k_min}..{self.k_max}"
         entries = ", ".join(f"{label}→{k}" for label, k in self.mapping)
-        prefix = "by tag" if self.kind == "by_tag" else "by category"
+        prefix = {"by_tag": "by tag", "auto": "auto (predicted category)"}.get(self.kind, "by category")
         return (
             f"{prefix}: {entries}, default {self.default}" if entries else f"{prefix}: default {self.default}"
         )
@@ -159,12 +176,21 @@ class DepthPolicy:
             return self.k
         if self.kind == "dynamic":
             return None
+        if self.kind == "auto":
+            # The prompt's own label must not leak in: its category is predicted from its text first.
+            raise ValueError("An auto policy decides from the prompt text: resolve it with auto_requests()")
         mapping = dict(self.mapping)
         if self.kind == "by_category":
             return mapping.get(normalize_label(category), self.default)
         matches = [mapping[label] for label in map(normalize_label, tags) if label in mapping]
         # Several matching tags: the deepest wins, so a "reasoning" tag is never diluted by a "short" one.
         return max(matches) if matches else self.default
+
+
+def _is_router(value: Any) -> bool:
+    from .router import CategoryRouter
+
+    return isinstance(value, CategoryRouter)
 
 
 def _mapping(mapping: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
