@@ -17,13 +17,14 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.celery import app
-from evaluator import events
+from evaluator import events, measuring
 from evaluator.engine.generate import Result
 from evaluator.models import Comparison, Experiment, Generation, Job
 
 log = logging.getLogger(__name__)
 
 GENERATE_ARM_TASK = "evaluator.tasks.generate_arm"
+LIKELIHOOD_ARM_TASK = "evaluator.tasks.likelihood_arm"
 
 
 def enqueue_arm(*, experiment_id: int, variant_id: int) -> Job:
@@ -42,7 +43,20 @@ def enqueue_arm(*, experiment_id: int, variant_id: int) -> Job:
     except Exception:
         job.delete()
         raise
+    enqueue_likelihood(experiment_id=experiment_id, variant_id=variant_id)
     return job
+
+
+def enqueue_likelihood(*, experiment_id: int, variant_id: int) -> None:
+    """Queue the arm's likelihood job behind its generation job, on the same queue.
+
+    It has no Job row: it writes only Likelihood rows, once per prompt, and does nothing for a stopped
+    experiment. A broker that refuses it costs the measure, not the outputs, so it is logged, not raised.
+    """
+    try:
+        app.send_task(LIKELIHOOD_ARM_TASK, args=[experiment_id, variant_id], queue="gpu", retry=False)
+    except Exception:
+        log.warning("could not queue the likelihood job of arm %s", variant_id, exc_info=True)
 
 
 def revoke_jobs(*, task_ids: list[str]) -> None:
@@ -89,10 +103,18 @@ def release_claims(*, generations: QuerySet[Generation]) -> None:
     )
 
 
-def store_results(*, experiment_id: int, results: list[Result]) -> int:
-    """Store one batch of outputs; a row already done (a redelivered job) is left as it is."""
+def store_results(
+    *,
+    experiment_id: int,
+    results: list[Result],
+    eos_token_ids: tuple[int, ...] = (),
+    max_new_tokens: int | None = None,
+    auto_depth: dict[int, dict] | None = None,
+) -> int:
+    """Store one batch of outputs with their automatic measures; a row already done is left as it is."""
     now = timezone.now()
     stored = 0
+    references = measuring.references_for(generation_ids=[r.key for r in results])
     with transaction.atomic():
         for r in results:
             fields = dict(
@@ -106,10 +128,21 @@ def store_results(*, experiment_id: int, results: list[Result]) -> int:
                 routing=r.routing,
                 finished_at=now,
             )
+            if auto_depth and r.key in auto_depth:
+                fields["auto_depth"] = auto_depth[r.key]
             if r.error:
                 fields.update(status=Generation.Status.FAILED, error=r.error)
             else:
                 fields.update(status=Generation.Status.DONE, text=r.text, error="")
+                fields.update(
+                    measuring.output_fields(
+                        text=r.text,
+                        token_ids=r.token_ids,
+                        eos_token_ids=eos_token_ids,
+                        max_new_tokens=max_new_tokens,
+                        reference=references.get(r.key),
+                    )
+                )
             stored += Generation.objects.filter(pk=r.key, status=Generation.Status.PENDING).update(**fields)
         ready = mark_ready_comparisons(experiment_id=experiment_id, generation_ids=[r.key for r in results])
     transaction.on_commit(lambda: events.experiment_changed(experiment_id, ready_comparisons=ready))
