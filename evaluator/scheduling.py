@@ -32,6 +32,8 @@ from evaluator.models import (
 
 log = logging.getLogger(__name__)
 
+MAX_SEED = 2**31 - 1  # Generation.seed is a 32-bit integer column
+
 
 def validate_checkpoint(checkpoint: Checkpoint) -> Architecture:
     """Read the folder again and store what it says; raises CheckpointError with the reason it is refused."""
@@ -87,8 +89,15 @@ def experiment_problems(experiment: Experiment, variants: list[Variant], prompts
     if not prompts:
         problems.append("Choose at least one prompt.")
     seeds = experiment.seeds
-    if not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         problems.append("Seeds must be a non-empty list of distinct whole numbers, e.g. [0, 1].")
+    elif not all(0 <= s <= MAX_SEED for s in seeds):
+        problems.append(f"Seeds must be whole numbers from 0 to {MAX_SEED:,}.")
     for variant in variants:
         if variant.checkpoint_id != experiment.checkpoint_id:
             problems.append(f"Arm {variant.name!r} uses another checkpoint than the experiment.")
@@ -182,6 +191,9 @@ def schedule_experiment(*, experiment: Experiment) -> ScheduleReport:
         gold = gold_comparisons(experiment, generations, len(comparisons), rng)
         comparisons += gold
         strata += ["gold"] * len(gold)
+        checks = qualification_checks(experiment, generations, {c.left_id for c in gold}, rng)
+        comparisons += checks
+        strata += ["qualification"] * len(checks)
         for comparison, key in zip(comparisons, hand_out_keys(strata, rng), strict=True):
             comparison.order_key = key
         Comparison.objects.bulk_create(comparisons)
@@ -229,6 +241,33 @@ def gold_comparisons(
             gold_side=rng.choice(["left", "right"]),
         )
         for g in rng.sample(generations, count)
+    ]
+
+
+def qualification_checks(
+    experiment: Experiment, generations: list[Generation], taken: set[int], rng: random.Random
+) -> list[Comparison]:
+    """The qualification round (dashboard.qualification): gold checks built like the others, on outputs no
+    other gold check uses, of as many different prompts as there are checks."""
+    available = [g for g in generations if g.pk not in taken]
+    rng.shuffle(available)
+    # One output per prompt first, then the rest: checks on different prompts say more about a rater.
+    firsts, rest, seen = [], [], set()
+    for g in available:
+        (rest if g.prompt_id in seen else firsts).append(g)
+        seen.add(g.prompt_id)
+    chosen = (firsts + rest)[: experiment.qualification_items]
+    return [
+        Comparison(
+            experiment=experiment,
+            prompt_id=g.prompt_id,
+            seed=g.seed,
+            left=g,
+            right=g,
+            gold_side=rng.choice(["left", "right"]),
+            qualification=True,
+        )
+        for g in chosen
     ]
 
 

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from evaluator.models import (
     Experiment,
 )
+from evaluator.scheduling import MAX_SEED
 from evaluator.selectors import Progress
 
 
@@ -52,7 +53,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def time_left_text(experiment: Experiment, progress: Progress) -> str:
+def time_left_text(experiment: Experiment, progress: Progress, *, speed: bool = True) -> str:
     if progress.outputs_total == 0:
         return "not scheduled"
     if progress.outputs_pending == 0:
@@ -63,7 +64,37 @@ def time_left_text(experiment: Experiment, progress: Progress) -> str:
         return "cancelled"
     if progress.seconds_left is None:
         return "estimated after the first outputs"
-    return f"≈ {format_duration(progress.seconds_left)} at {progress.tokens_per_s:.1f} tokens/s per stream"
+    left = f"≈ {format_duration(progress.seconds_left)}"
+    return f"{left} at {format_rate(progress.tokens_per_s)} tokens/s per stream" if speed else left
+
+
+def format_rate(value: float | None) -> str:
+    """A speed as people read it: whole numbers from 10 up (111.77 → "112"), one decimal below."""
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
+
+
+def format_seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f} s"
+
+
+def format_share(value: float | None) -> str:
+    """A share 0..1 as a percentage: 0.1 → "10%", 0.125 → "12.5%"."""
+    if value is None:
+        return "–"
+    return f"{value * 100:.1f}".removesuffix(".0") + "%"
+
+
+def truncated(text: str, length: int) -> str:
+    """The text's start on one line, with the whole text as a tooltip."""
+    line = " ".join(text.split())
+    if len(line) <= length:
+        return line
+    cut = line[: length - 1]
+    if " " in cut[-15:]:  # end on a whole word when one ends near the limit
+        cut = cut[: cut.rfind(" ")]
+    return format_html('<span title="{}">{}…</span>', text, cut.rstrip())
 
 
 def progress_bar(done: int, total: int, label: str) -> str:
@@ -79,6 +110,9 @@ def parse_seeds(text: str) -> list[int]:
             continue
         if not re.fullmatch(r"-?\d+", part):
             raise forms.ValidationError(f"{part!r} is not a whole number: write seeds like 0, 1, 2.")
+        if len(part) > 12 or not 0 <= int(part) <= MAX_SEED:
+            shown = part if len(part) <= 12 else f"{part[:6]}…{part[-3:]} ({len(part)} digits)"
+            raise forms.ValidationError(f"Seed {shown} is out of range: seeds go from 0 to {MAX_SEED:,}.")
         if int(part) in seeds:
             raise forms.ValidationError(f"Seed {part} appears twice.")
         seeds.append(int(part))

@@ -34,6 +34,9 @@ DEPTH_FIELDS = {
     "by_tag": ["mapping", "default_k"],
     "dynamic": ["p", "k_min", "k_max"],
 }
+# The largest YaRN factor an arm may ask for: far beyond any published use (Qwen3 documents 4), and small
+# enough that the extended window stays a number the engine can compute with.
+MAX_YARN_FACTOR = 64.0
 # Names in the engine's messages → the form field that shows them.
 DEPTH_MESSAGE_FIELDS = [
     ("k_min", "k_min"),
@@ -72,11 +75,15 @@ class VariantForm(forms.ModelForm):
         widget=forms.Select(attrs={"data-kind-fields": json.dumps(CONTEXT_FIELDS)}),
     )
     factor = forms.FloatField(
-        label="YaRN factor", required=False, help_text="At least 1; YaRN needs more than 1, e.g. 4."
+        label="YaRN factor",
+        required=False,
+        max_value=MAX_YARN_FACTOR,
+        help_text=f"Above 1 and at most {MAX_YARN_FACTOR:g}: the native window × factor, e.g. 4.",
     )
     input_budget = forms.IntegerField(
         label="input budget",
         required=False,
+        max_value=2**31 - 1,
         help_text="Most prompt tokens this arm accepts; empty: the window minus the new tokens.",
     )
     depth = forms.JSONField(widget=forms.HiddenInput, required=False)
@@ -222,6 +229,18 @@ class ImportForm(forms.Form):
         required=False, help_text="Create categories the file names that do not exist yet."
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = imports.max_upload_bytes() // (1024 * 1024)
+        self.fields["file"].help_text += f" At most {limit} MB."
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        message = imports.too_large(upload.size)
+        if message:
+            raise forms.ValidationError(message)
+        return upload
+
     def clean(self) -> dict:
         data = super().clean()
         upload = data.get("file")
@@ -232,6 +251,7 @@ class ImportForm(forms.Form):
         return data
 
 
+MAX_NEW_TOKENS = 131_072  # the longest window of the reference model (32,768 native × YaRN 4)
 SAMPLING_FIELDS = [
     "max_new_tokens",
     "min_new_tokens",
@@ -254,17 +274,28 @@ class ExperimentForm(forms.ModelForm):
         help_text="The prompts of the ticked categories are added to those chosen below when you save.",
     )
     seeds = forms.CharField(
-        initial="0", help_text="Whole numbers separated by commas, shared by every arm, e.g. 0, 1, 2."
+        initial="0",
+        help_text="Whole numbers from 0 to 2,147,483,647 separated by commas, shared by every arm, "
+        "e.g. 0, 1, 2. Each seed adds one output per arm and prompt.",
     )
-    max_new_tokens = forms.IntegerField(min_value=1, initial=256, help_text="Most tokens an output may have.")
+    max_new_tokens = forms.IntegerField(
+        min_value=1, max_value=MAX_NEW_TOKENS, initial=256, help_text="Most tokens an output may have."
+    )
     min_new_tokens = forms.IntegerField(
-        min_value=0, initial=0, help_text="Fewest tokens (0: an output may stop at once)."
+        min_value=0,
+        max_value=MAX_NEW_TOKENS,
+        initial=0,
+        help_text="Fewest tokens (0: an output may stop at once).",
     )
     do_sample = forms.BooleanField(required=False, initial=True, help_text="Off: greedy decoding.")
-    temperature = forms.FloatField(initial=0.7, help_text="Above 0; used when sampling.")
+    temperature = forms.FloatField(
+        initial=0.7, max_value=10, help_text="Above 0 and at most 10; used when sampling (0.7 is usual)."
+    )
     top_p = forms.FloatField(initial=0.95, help_text="In (0, 1]; 1 is off.")
-    top_k = forms.IntegerField(initial=0, min_value=0, help_text="Sampling top-k over tokens; 0 is off.")
-    repetition_penalty = forms.FloatField(initial=1.0, help_text="Above 0; 1 is off.")
+    top_k = forms.IntegerField(
+        initial=0, min_value=0, max_value=1_000_000, help_text="Sampling top-k over tokens; 0 is off."
+    )
+    repetition_penalty = forms.FloatField(initial=1.0, max_value=10, help_text="Above 0; 1 is off.")
     criteria = forms.MultipleChoiceField(
         choices=list(CRITERIA.items()),
         required=False,
@@ -283,10 +314,25 @@ class ExperimentForm(forms.ModelForm):
             "prompts",
             "raters_per_comparison",
             "gold_rate",
+            "qualification_items",
+            "qualification_accuracy",
             "min_seconds_per_vote",
             "priority",
             "guidelines",
         ]
+        labels = {
+            "gold_rate": "gold checks",
+            "qualification_items": "qualification checks",
+            "qualification_accuracy": "qualification pass mark",
+        }
+        help_texts = {
+            "gold_rate": "Extra gold checks (an output against a spoiled copy of itself), as a share of the "
+            "comparisons: 0.05 adds 5 per 100. Raters who fail them are left out of the results.",
+            "qualification_items": "Gold checks every rater answers before any real comparison of this "
+            "experiment (0: none). Raters below the pass mark get none of its comparisons.",
+            "qualification_accuracy": "Share of the qualification checks a rater must get right, "
+            "0 to 1: 0.8 is 80%.",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -7,6 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
+from evaluator.admin.formatting import format_duration, format_rate
 from evaluator.models import Category, Checkpoint, Comparison, Experiment, Generation, Job, Prompt, Variant
 from evaluator.tasks import generate_arm
 from tests.factories import make_checkpoint
@@ -301,6 +302,8 @@ def experiment_post(checkpoint, variants, **fields) -> dict:
         "repetition_penalty": 1.0,
         "raters_per_comparison": 3,
         "gold_rate": 0.1,
+        "qualification_items": 0,
+        "qualification_accuracy": 0.8,
         "min_seconds_per_vote": 2,
         "priority": 5,
         "guidelines": "Be fair.",
@@ -472,8 +475,7 @@ def test_progress_and_time_left_come_from_measured_speed(staff, checkpoint, sett
     page = page_text(staff.get(reverse("admin:evaluator_experiment_change", args=[experiment.pk])))
 
     assert '<progress max="8" value="4"></progress> Outputs 4 / 8' in page
-    assert f"at {speed:.1f} tokens/s per stream" in page
-    from evaluator.admin.formatting import format_duration
+    assert f"at {format_rate(speed)} tokens/s per stream" in page
 
     assert f"≈ {format_duration(expected_seconds)}" in page
     listing = page_text(staff.get(reverse("admin:evaluator_experiment_changelist")))
@@ -601,3 +603,166 @@ def test_cancelling_from_the_change_page_asks_first(staff, checkpoint):
 
     staff.post(url, {"confirmed": "yes"})
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.CANCELLED
+
+
+# Bad input: a clear message on the field, nothing written
+
+
+def test_a_yarn_factor_beyond_the_bound_is_refused_on_its_field(staff, checkpoint):
+    response = staff.post(
+        reverse("admin:evaluator_variant_add"),
+        variant_post(checkpoint, k=2, context_kind="yarn", factor="1e308", input_budget=100),
+    )
+
+    assert response.status_code == 200
+    assert any("less than or equal to 64" in e for e in form_errors(response)["factor"])
+    assert not Variant.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("0, " + "9" * 40, "Seed 999999…999 (40 digits) is out of range: seeds go from 0 to 2,147,483,647."),
+        ("2147483648", "Seed 2147483648 is out of range"),
+        ("-1", "Seed -1 is out of range"),
+    ],
+)
+def test_a_seed_the_database_cannot_hold_is_refused_on_the_form(staff, checkpoint, seeds, message):
+    category = Category.objects.create(slug="routine", name="Routine")
+    Prompt.objects.create(category=category, text="r")
+    data = experiment_post(checkpoint, [arm(checkpoint, 1), arm(checkpoint, 4)], categories=[category.pk])
+
+    response = staff.post(reverse("admin:evaluator_experiment_add"), {**data, "seeds": seeds})
+
+    assert any(message in e for e in form_errors(response)["seeds"]), form_errors(response)
+    assert not Experiment.objects.exists()
+
+
+def test_a_seed_out_of_range_stops_scheduling_with_a_message(checkpoint):
+    from evaluator import scheduling
+
+    experiment = draft(checkpoint)
+    experiment.seeds = [10**40]
+    experiment.save(update_fields=["seeds"])
+
+    with pytest.raises(scheduling.ScheduleError, match="Seeds must be whole numbers from 0 to 2,147,483,647"):
+        scheduling.schedule_experiment(experiment=experiment)
+    assert not Generation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"raters_per_comparison": 51}, "raters_per_comparison", "less than or equal to 50"),
+        ({"qualification_accuracy": 1.5}, "qualification_accuracy", "less than or equal to 1"),
+        ({"qualification_items": 51}, "qualification_items", "less than or equal to 50"),
+        ({"temperature": "1e308"}, "temperature", "less than or equal to 10"),
+        ({"max_new_tokens": 10**12}, "max_new_tokens", "less than or equal to 131072"),
+        ({"min_seconds_per_vote": "1e308"}, "min_seconds_per_vote", "less than or equal to 600"),
+    ],
+)
+def test_numbers_the_engine_cannot_use_are_refused_on_their_fields(staff, checkpoint, fields, field, message):
+    category = Category.objects.create(slug="routine", name="Routine")
+    Prompt.objects.create(category=category, text="r")
+    data = experiment_post(checkpoint, [arm(checkpoint, 1), arm(checkpoint, 4)], categories=[category.pk])
+
+    response = staff.post(reverse("admin:evaluator_experiment_add"), {**data, **fields})
+
+    assert any(message in e for e in form_errors(response).get(field, [])), form_errors(response)
+    assert not Experiment.objects.exists()
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(staff, settings):
+    settings.MAX_UPLOAD_MB = 1
+    Category.objects.create(slug="routine", name="Routine")
+    upload = io.BytesIO(b"category,text\nroutine," + b"x" * (2 * 1024 * 1024) + b"\n")
+    upload.name = "prompts.csv"
+
+    response = staff.post(reverse("admin:evaluator_prompt_import"), {"file": upload})
+
+    assert "over the 1 MB limit (DEPTH_ARENA_MAX_UPLOAD_MB)" in page_text(response)
+    assert Prompt.objects.count() == 0
+
+
+def test_an_unclosed_quote_in_an_uploaded_csv_names_its_line(staff):
+    Category.objects.create(slug="routine", name="Routine")
+    upload = io.BytesIO(b'category,text\nroutine,"Dear team,\nroutine,next\n')
+    upload.name = "prompts.csv"
+
+    response = staff.post(reverse("admin:evaluator_prompt_import"), {"file": upload})
+
+    assert "line 2: not valid CSV" in page_text(response)
+    assert Prompt.objects.count() == 0
+
+
+# The qualification round and numbers for people
+
+
+def test_an_experiment_asks_for_a_qualification_round(staff, checkpoint):
+    category = Category.objects.create(slug="routine", name="Routine")
+    Prompt.objects.create(category=category, text="r")
+    data = experiment_post(
+        checkpoint,
+        [arm(checkpoint, 1), arm(checkpoint, 4)],
+        categories=[category.pk],
+        qualification_items=4,
+        qualification_accuracy=0.75,
+    )
+
+    assert staff.post(reverse("admin:evaluator_experiment_add"), data).status_code == 302
+    experiment = Experiment.objects.get()
+    assert (experiment.qualification_items, experiment.qualification_accuracy) == (4, 0.75)
+    assert experiment.raters_per_comparison == 3
+
+
+def test_a_new_experiment_asks_two_raters_per_comparison(staff, checkpoint):
+    page = page_text(staff.get(reverse("admin:evaluator_experiment_add")))
+
+    assert re.search(r'name="raters_per_comparison" value="2"', page)
+
+
+def test_a_scheduled_experiment_shows_shares_as_percentages(staff, checkpoint):
+    from evaluator import scheduling
+
+    experiment = draft(checkpoint, gold_rate=0.1, qualification_items=2, qualification_accuracy=0.75)
+    scheduling.schedule_experiment(experiment=experiment)
+
+    page = page_text(staff.get(reverse("admin:evaluator_experiment_change", args=[experiment.pk])))
+
+    assert "10% of the comparisons" in page
+    assert "2 checks before any real comparison; pass mark 75%" in page
+
+
+def test_the_experiment_list_keeps_to_a_few_columns_and_cuts_long_names(staff, checkpoint):
+    draft(checkpoint, name="A study with a very long name that goes on about depths and contexts")
+
+    page = page_text(staff.get(reverse("admin:evaluator_experiment_changelist")))
+
+    headers = re.findall(r'<th scope="col" class="(?:sortable )?column-(\w+)', page)
+    assert headers == ["short_name", "status", "outputs", "votes", "time_left", "priority"]
+    assert ">A study with a very long name that goes on…</span>" in page
+
+
+def test_outputs_show_speed_and_time_rounded_for_people(staff, checkpoint):
+    from evaluator import scheduling
+
+    experiment = draft(checkpoint)
+    scheduling.schedule_experiment(experiment=experiment)
+    generation = Generation.objects.first()
+    Generation.objects.filter(pk=generation.pk).update(tokens_per_s=111.77, seconds=2.345, new_tokens=8)
+
+    listing = page_text(staff.get(reverse("admin:evaluator_generation_changelist")))
+    detail = page_text(staff.get(reverse("admin:evaluator_generation_change", args=[generation.pk])))
+
+    assert '<td class="field-speed">112</td>' in listing and "111.77" not in listing
+    assert "2.3 s" in detail and "2.345" not in detail
+
+
+@pytest.mark.parametrize(
+    ("value", "rate", "share"),
+    [(111.77, "112", "11177%"), (0.25, "0.2", "25%"), (0.125, "0.1", "12.5%"), (1.0, "1.0", "100%")],
+)
+def test_numbers_are_rounded_for_people(value, rate, share):
+    from evaluator.admin.formatting import format_share
+
+    assert (format_rate(value), format_share(value)) == (rate, share)
