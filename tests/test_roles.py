@@ -22,6 +22,7 @@ STAFF = {"staff"}
 # URL name → (method, who may use it). Admin URLs are all staff-only and listed by their namespace.
 AUDIENCE = {
     "login": ("GET", PUBLIC),
+    "set_password": ("GET", PUBLIC),
     "logout": ("POST", PUBLIC),
     "home": ("GET", PUBLIC),
     "rate": ("GET", RATERS),
@@ -39,8 +40,14 @@ AUDIENCE = {
     "export_aggregates": ("GET", RESULTS),
     "jobs": ("GET", STAFF),
     "retry_failed": ("POST", STAFF),
+    "export_outputs": ("GET", RESULTS),
+    "export_timeline": ("GET", RESULTS),
+    "outputs_list": ("GET", STAFF),
+    "outputs": ("GET", STAFF),
+    "flag_queue": ("GET", STAFF),
+    "flag_review": ("POST", STAFF),
 }
-ANONYMOUS_OPEN = {"login", "logout"}
+ANONYMOUS_OPEN = {"login", "logout", "set_password"}
 ADMIN_POST = {"evaluator_experiment_operate", "logout"}
 
 
@@ -98,7 +105,7 @@ def url_for(name: str, world: dict) -> str:
 
         content_type = ContentType.objects.get_for_model(Experiment)
         return reverse(name, args=[content_type.pk, experiment.pk])
-    if name == "admin:password_reset_confirm":
+    if name in ("admin:password_reset_confirm", "set_password"):
         return reverse(name, args=["x", "y"])
     if name == "admin:auth_user_password_change":
         return reverse(name, args=[world["user"].pk])
@@ -161,6 +168,20 @@ ADMIN_REFUSED = {
             "evaluator_job",
             "evaluator_workerstatus",
             "axes_accessattempt",
+            "axes_accessfailurelog",
+            "axes_accesslog",
+            "dashboard_rating",
+            "dashboard_ratingsession",
+            "dashboard_lease",
+        ]
+    ),
+    # Votes, sessions, leases and login logs are only read; deleting an attempt lifts a lockout.
+    *(
+        f"admin:{model}_delete"
+        for model in [
+            "dashboard_rating",
+            "dashboard_ratingsession",
+            "dashboard_lease",
             "axes_accessfailurelog",
             "axes_accesslog",
         ]
