@@ -10,9 +10,14 @@ from dashboard.permissions import raters_group
 from evaluator import demo, scheduling
 from evaluator.models import Experiment
 
+RESET_COMMAND = "reset_passwords admin rater"
+
 
 class Command(BaseCommand):
-    help = "Create the demo data and the accounts 'admin' and 'rater' (passwords printed once)."
+    help = (
+        "Create the demo data and the accounts 'admin' and 'rater' (passwords printed once; "
+        f"new ones: manage.py {RESET_COMMAND})."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--schedule", action="store_true", help="Also queue the demo experiment's jobs.")
@@ -26,10 +31,12 @@ class Command(BaseCommand):
         experiment = demo.ensure_demo_data(checkpoint_path=model_path)
         self.stdout.write(
             f"Demo experiment: {experiment.name} ({experiment.prompts.count()} prompts, "
-            f"{experiment.variants.count()} arms)"
+            f"{experiment.variants.count()} arms, {experiment.raters_per_comparison} raters per comparison: "
+            "'rater' and 'admin' both rate)"
         )
-        self._account("admin", staff=True)
-        self._account("rater", staff=False)
+        created = [self._account("admin", staff=True), self._account("rater", staff=False)]
+        if not all(created):
+            self.stdout.write(f"Forgot the demo passwords? python manage.py {RESET_COMMAND}")
         if schedule and experiment.status == Experiment.Status.DRAFT:
             try:
                 report = scheduling.schedule_experiment(experiment=experiment)
@@ -39,11 +46,12 @@ class Command(BaseCommand):
                 ) from exc
             self.stdout.write(f"Scheduled: {report.generations} outputs, {report.comparisons} comparisons.")
 
-    def _account(self, username: str, *, staff: bool) -> None:
+    def _account(self, username: str, *, staff: bool) -> bool:
+        """Create the account with a password printed once; False when it existed already."""
         User = get_user_model()
         if User.objects.filter(username=username).exists():
             self.stdout.write(f"Account {username!r} exists already (password unchanged).")
-            return
+            return False
         password = secrets.token_urlsafe(12)
         user = User.objects.create_user(
             username=username, password=password, is_staff=staff, is_superuser=staff
@@ -52,3 +60,4 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.WARNING(f"Account {username!r} created, password: {password}  (shown once)")
         )
+        return True
