@@ -175,11 +175,13 @@ def experiment_votes(experiment: Experiment, arms: list[Arm], categories: list[C
     rows = list(
         Rating.objects.filter(comparison__experiment=experiment, comparison__gold_side="")
         .order_by("pk")
+        # Flagged, and not reviewed "keep" (evaluator.reviews): "exclude" and "fix_prompt" stay out.
+        .annotate(flag_stands=Q(comparison__flag_count__gt=0) & ~Q(comparison__flag_decision="keep"))
         .values_list(
             "verdict",
             "rater_id",
             "too_fast",
-            "comparison__flag_count",
+            "flag_stands",
             "comparison__left__variant_id",
             "comparison__right__variant_id",
             "comparison__prompt_id",
@@ -199,7 +201,7 @@ def experiment_votes(experiment: Experiment, arms: list[Arm], categories: list[C
         "category": _ints(category_index[c] for c in category),
         "gold_failed": np.isin(rater_ids, sorted(failed)),
         "too_fast": np.array(too_fast, dtype=bool),
-        "flagged": np.array(flags, dtype=np.int64) > 0,
+        "flagged": np.array(flags, dtype=bool),
     }
     gold_votes = sum(seen for seen, _ in record.values())
     return Votes(arrays=arrays, gold_votes=gold_votes, gold_record=record, gold_failed_raters=failed)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import research_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -17,4 +17,8 @@ urlpatterns = [
     path("results/<int:experiment_id>/", views.results, name="results"),
     path("results/<int:experiment_id>/votes.csv", views.export_votes, name="export_votes"),
     path("results/<int:experiment_id>/aggregates.csv", views.export_aggregates, name="export_aggregates"),
+    path("outputs/", research_views.outputs_list, name="outputs_list"),
+    path("outputs/<int:experiment_id>/", research_views.outputs, name="outputs"),
+    path("flags/", research_views.flag_queue, name="flag_queue"),
+    path("flags/<int:comparison_id>/review/", research_views.flag_review, name="flag_review"),
 ]
