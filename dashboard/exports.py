@@ -1,4 +1,5 @@
-"""CSV exports of the results: every vote, and the aggregates per category and arm.
+"""Exports of the results: every vote and the aggregates per category and arm (CSV), every output (JSONL,
+Parquet) and the scores as the votes came in (CSV).
 
 Votes are read over a server-side cursor as plain tuples and written a chunk of rows at a time, so an
 export of millions of votes runs in constant memory. Every cell a spreadsheet would run as a formula
@@ -9,42 +10,51 @@ import csv
 import functools
 import io
 import json
+import math
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from itertools import islice
+from typing import Any
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.http import HttpRequest, StreamingHttpResponse
 
+from dashboard import stats
 from dashboard.analysis import (
     OVERALL,
     REASONS,
     Exclusions,
     experiment_arms,
+    experiment_categories,
     experiment_results,
+    experiment_votes,
     gold_failed_raters,
 )
 from dashboard.models import Rating
 from dashboard.selectors import rater_pseudonym
-from evaluator.models import Comparison, Experiment
+from evaluator.engine.depth import DepthPolicy
+from evaluator.models import Comparison, Experiment, Generation, Variant
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 2000
 
+# Per side: the arm's labels, then its output and the numbers behind the labels: k the policy chose for
+# this output (empty for dynamic depth), the most experts it may use, the context kind, the YaRN factor
+# (1 for native) and the window in tokens (native context × factor; empty when the checkpoint is unread).
+SIDE_COLUMNS = ["arm", "depth", "context", "output_id", "k", "k_max", "context_kind", "yarn_factor", "window"]
 VOTE_COLUMNS = [
     "experiment",
     "category",
     "prompt_id",
     "prompt",
     "seed",
-    "left_arm",  # the arm shown on the left (A)
-    "left_depth",
-    "left_context",
-    "right_arm",  # the arm shown on the right (B)
-    "right_depth",
-    "right_context",
+    "comparison_id",
+    "is_identical",
+    *(f"left_{name}" for name in SIDE_COLUMNS),  # the arm shown on the left (A)
+    *(f"right_{name}" for name in SIDE_COLUMNS),  # the arm shown on the right (B)
     "verdict",  # by side as shown: left, right, tie, both_bad
     "winner",  # the arm preferred; empty for ties, "both bad" and gold checks
     "criteria",
@@ -56,8 +66,10 @@ VOTE_COLUMNS = [
     "gold_correct",
     "too_fast",
     "comparison_flags",
+    "flag_decision",  # a researcher's decision on a flagged comparison: exclude, keep, fix_prompt
     "rater_failed_gold",
 ]
+TEXT_COLUMNS = ["left_text", "right_text"]  # the texts as shown (a gold check's degraded copy on its side)
 
 AGGREGATE_COLUMNS = [
     "experiment",
@@ -103,24 +115,22 @@ def csv_field(value: object) -> str:
 _QUOTE_TRIGGERS = (",", '"', "\r", "\n")
 
 
-def vote_lines(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> Iterator[str]:
+def vote_lines(
+    experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK, texts: bool = False
+) -> Iterator[str]:
     """One CSV line per rating, comparison by comparison, each one's votes in the order given; cells safe.
 
     Two server-side cursors walk the experiment's comparisons and its ratings side by side, both in
     comparison order, so a comparison's cells (its prompt can be a long document) are made safe, quoted
     and joined once, not once per vote, and memory stays constant. A vote's own cells are words, numbers
     and the comment, so the line is put together directly; ``csv_field`` quotes as the csv module does.
+    ``texts`` adds the two outputs as shown.
     """
-    arms = {
-        arm.pk: (
-            safe_cell(arm.name),
-            ",".join(csv_field(safe_cell(cell)) for cell in (arm.name, arm.depth, arm.context)),
-        )
-        for arm in experiment_arms(experiment)
-    }
+    arms = _side_cells(experiment)
     failed = gold_failed_raters(experiment)
     name = csv_field(safe_cell(experiment.name))
     raters: dict[int, str] = {}
+    text_fields = ["left__text", "right__text", "gold_text"] if texts else []
     comparisons = (
         Comparison.objects.filter(experiment=experiment)
         .order_by("pk")
@@ -134,6 +144,13 @@ def vote_lines(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> I
             "right__variant_id",
             "gold_side",
             "flag_count",
+            "is_identical",
+            "left_id",
+            "right_id",
+            "left__depth_k",
+            "right__depth_k",
+            "flag_decision",
+            *text_fields,
         )
         .iterator(chunk_size=chunk_size)
     )
@@ -174,16 +191,30 @@ def vote_lines(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> I
             row = next((c for c in comparisons if c[0] == comparison_id), None)
             if row is None:
                 return  # the experiment's comparisons were deleted while it was being exported
-            current, category, prompt_id, prompt, seed, left_id, right_id, gold_side, flags = row
-            (left_name, left), (right_name, right) = arms[left_id], arms[right_id]
+            current, category, prompt_id, prompt, seed, left_arm, right_arm, gold_side, flags = row[:9]
+            identical, left_id, right_id, left_k, right_k, decision = row[9:15]
+            (left_name, left_head, left_tail), (right_name, right_head, right_tail) = (
+                arms[left_arm],
+                arms[right_arm],
+            )
             head = (
                 f"{name},{csv_field(safe_cell(category))},{prompt_id},{csv_field(safe_cell(prompt))},"
-                f"{seed},{left},{right},"
+                f"{seed},{comparison_id},{'1' if identical else '0'},"
+                f"{left_head},{left_id},{_cell(left_k)},{left_tail},"
+                f"{right_head},{right_id},{_cell(right_k)},{right_tail},"
             )
             # A gold check tests the rater: the degraded copy is no arm's output, so nobody wins.
             winners = {} if gold_side else {"left": csv_field(left_name), "right": csv_field(right_name)}
             gold = "1" if gold_side else "0"
-            tail = f",{flags},"
+            tail = f",{flags},{decision},"
+            end = "\r\n"
+            if texts:
+                left_text, right_text, gold_text = row[15:]
+                shown = (
+                    gold_text if gold_side == "left" else left_text,
+                    gold_text if gold_side == "right" else right_text,
+                )
+                end = "".join(f",{csv_field(safe_cell(text))}" for text in shown) + "\r\n"
         rater = raters.get(rater_id)
         if rater is None:
             rater = raters[rater_id] = (rater_pseudonym(rater_id), "1" if rater_id in failed else "0")
@@ -191,8 +222,45 @@ def vote_lines(experiment: Experiment, *, chunk_size: int = ROWS_PER_CHUNK) -> I
             f"{head}{verdict},{winners.get(verdict, '')},{_criteria(criteria)},"
             f"{csv_field(safe_cell(comment)) if comment else ''},{rater[0]},{round(seconds, 3)},"
             f"{_iso_utc(rated_at)},{gold},{gold_cells[gold_correct]},{'1' if too_fast else '0'}"
-            f"{tail}{rater[1]}\r\n"
+            f"{tail}{rater[1]}{end}"
         )
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _side_cells(experiment: Experiment) -> dict[int, tuple[str, str, str]]:
+    """Per arm id: its name as a winner cell, its label cells (name, depth, context), and its number
+    cells (k_max, context kind, YaRN factor, window), each part joined and safe."""
+    arms = experiment_arms(experiment)
+    variants = Variant.objects.select_related("checkpoint").in_bulk([arm.pk for arm in arms])
+    cells = {}
+    for arm in arms:
+        variant = variants[arm.pk]
+        policy, context = variant.depth_policy, variant.context_config
+        native = variant.checkpoint.native_context
+        numbers = (
+            depth_k_max(policy),
+            context.kind,
+            f"{context.factor:g}",
+            round(native * context.factor) if native else None,
+        )
+        cells[arm.pk] = (
+            safe_cell(arm.name),
+            ",".join(csv_field(safe_cell(cell)) for cell in (arm.name, arm.depth, arm.context)),
+            ",".join(csv_field(safe_cell(_cell(cell))) for cell in numbers),
+        )
+    return cells
+
+
+def depth_k_max(policy: DepthPolicy) -> int | None:
+    """The most experts per token a depth policy may route to: k, the largest k of a map, or k_max."""
+    if policy.kind == "fixed":
+        return policy.k
+    if policy.kind == "dynamic":
+        return policy.k_max
+    return max([policy.default, *(k for _, k in policy.mapping)])
 
 
 def _iso_utc(text: str) -> str:
@@ -263,15 +331,197 @@ def csv_chunks(
         yield buffer.getvalue()  # the header of an empty export
 
 
-def votes_csv(experiment: Experiment, *, rows_per_chunk: int = ROWS_PER_CHUNK) -> Generator[str]:
-    lines = vote_lines(experiment, chunk_size=rows_per_chunk)
-    yield ",".join(VOTE_COLUMNS) + "\r\n"
+def votes_csv(
+    experiment: Experiment, *, rows_per_chunk: int = ROWS_PER_CHUNK, texts: bool = False
+) -> Generator[str]:
+    """Every vote; ``texts`` adds the two outputs as shown (TEXT_COLUMNS)."""
+    lines = vote_lines(experiment, chunk_size=rows_per_chunk, texts=texts)
+    yield ",".join([*VOTE_COLUMNS, *(TEXT_COLUMNS if texts else [])]) + "\r\n"
     while batch := list(islice(lines, rows_per_chunk)):
         yield "".join(batch)
 
 
+def with_bom(chunks: Iterable[str]) -> Generator[str]:
+    """The chunks behind a UTF-8 byte order mark, which spreadsheet programs need to read UTF-8 ("×")."""
+    yield "\ufeff"
+    yield from chunks
+
+
 def aggregates_csv(experiment: Experiment, *, exclusions: Exclusions | None = None) -> Generator[str]:
     return csv_chunks(AGGREGATE_COLUMNS, aggregate_rows(experiment, exclusions=exclusions))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class ExportError(Exception):
+    """An export that cannot be written as asked, with the reason."""
+
+
+def output_records(experiment: Experiment, *, chunk_size: int = 500) -> Iterator[dict[str, Any]]:
+    """Every output of the experiment, arm by arm and prompt by prompt: its arm, prompt, category, seed,
+    text, cost and routing summary (as the engine recorded it)."""
+    arms = {arm.pk: arm for arm in experiment_arms(experiment)}
+    variants = Variant.objects.in_bulk(list(arms))
+    rows = (
+        Generation.objects.filter(experiment=experiment)
+        .order_by("variant_id", "prompt_id", "seed")
+        .values(
+            "pk",
+            "variant_id",
+            "prompt_id",
+            "prompt__external_id",
+            "prompt__category__slug",
+            "prompt__text",
+            "seed",
+            "status",
+            "text",
+            "error",
+            "prompt_tokens",
+            "new_tokens",
+            "seconds",
+            "tokens_per_s",
+            "depth_k",
+            "mean_active_experts",
+            "compute_experts",
+            "routing",
+            "finished_at",
+        )
+        .iterator(chunk_size=chunk_size)
+    )
+    for row in rows:
+        arm, variant = arms[row["variant_id"]], variants[row["variant_id"]]
+        yield {
+            "output_id": row["pk"],
+            "experiment_id": experiment.pk,
+            "experiment": experiment.name,
+            "arm_id": arm.pk,
+            "arm": arm.name,
+            "depth": arm.depth,
+            "depth_policy": variant.depth,
+            "context": arm.context,
+            "context_config": variant.context_config.to_dict(),
+            "category": row["prompt__category__slug"],
+            "prompt_id": row["prompt_id"],
+            "prompt_external_id": row["prompt__external_id"],
+            "prompt": row["prompt__text"],
+            "seed": row["seed"],
+            "status": row["status"],
+            "text": row["text"],
+            "error": row["error"],
+            "prompt_tokens": row["prompt_tokens"],
+            "new_tokens": row["new_tokens"],
+            "seconds": row["seconds"],
+            "tokens_per_s": row["tokens_per_s"],
+            "depth_k": row["depth_k"],
+            "mean_active_experts": row["mean_active_experts"],
+            "compute_experts": row["compute_experts"],
+            "routing": row["routing"],
+            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        }
+
+
+def outputs_jsonl(experiment: Experiment, *, rows_per_chunk: int = 200) -> Generator[str]:
+    """Every output as one JSON object per line (output_records), a chunk of lines at a time."""
+    records = output_records(experiment)
+    while batch := list(islice(records, rows_per_chunk)):
+        yield "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in batch)
+
+
+# Nested values as JSON text in Parquet: one flat schema whatever the policies and routing hold.
+PARQUET_JSON_FIELDS = ("depth_policy", "context_config", "routing")
+
+
+def write_outputs_parquet(experiment: Experiment, path: str) -> int:
+    """Every output (output_records) into a Parquet file; returns the rows written. Needs pyarrow."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ExportError(
+            "Parquet needs the pyarrow package, which is not installed: pip install pyarrow, "
+            "or export --format jsonl."
+        ) from exc
+    records = [
+        {key: json.dumps(value) if key in PARQUET_JSON_FIELDS else value for key, value in record.items()}
+        for record in output_records(experiment)
+    ]
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return len(records)
+
+
+# --------------------------------------------------------------------------- scores over time
+
+TIMELINE_STEPS = 10
+TIMELINE_COLUMNS = [
+    "votes_so_far",  # counted preference votes up to this point, in the order they came in
+    "share_of_votes",
+    "last_vote_at",
+    "category",
+    "arm",
+    "arm_votes",
+    # Bradley-Terry with ties on the votes so far, without bootstrap (no interval): cheap enough to
+    # fit at every step; the results page and the aggregates export carry the intervals.
+    "score_point_estimate_no_bootstrap",
+]
+
+
+def timeline_rows(
+    experiment: Experiment, *, exclusions: Exclusions | None = None, steps: int = TIMELINE_STEPS
+) -> Iterator[list[object]]:
+    """Each arm's score, overall and per category, fitted on the first 1/steps, 2/steps, … of the counted
+    votes, so that one sees when the ranking settled."""
+    exclusions = exclusions or Exclusions()
+    arms = experiment_arms(experiment)
+    categories = experiment_categories(experiment)
+    votes = experiment_votes(experiment, arms, categories).arrays
+    keep, _ = stats.apply_exclusions(
+        votes["gold_failed"], votes["too_fast"], votes["flagged"], **exclusions.as_kwargs()
+    )
+    kept = {name: votes[name][keep] for name in ("left", "right", "outcome", "category")}
+    # The same votes in the same order (experiment_votes reads them by id): when each came in.
+    times = list(
+        Rating.objects.filter(comparison__experiment=experiment, comparison__gold_side="")
+        .order_by("pk")
+        .values_list("created_at", flat=True)
+    )
+    times = [t for t, k in zip(times, keep, strict=True) if k] if len(times) == len(keep) else []
+    total = len(kept["left"])
+    if total == 0 or len(arms) < 2:
+        return
+    groups = [("all", None)] + [(c.slug, i) for i, c in enumerate(categories)]
+    for n in sorted({math.ceil(total * step / steps) for step in range(1, steps + 1)}):
+        first = {name: values[:n] for name, values in kept.items()}
+        last = times[n - 1].isoformat() if times else ""
+        for slug, index in groups:
+            mask = np.ones(n, bool) if index is None else first["category"] == index
+            left, right = first["left"][mask], first["right"][mask]
+            played = np.bincount(left, minlength=len(arms)) + np.bincount(right, minlength=len(arms))
+            scores = (
+                stats.bradley_terry(left, right, first["outcome"][mask], len(arms)).scores
+                if mask.any()
+                else np.full(len(arms), np.nan)
+            )
+            for arm in arms:
+                score = float(scores[arm.index])
+                yield [
+                    n,
+                    round(n / total, 4),
+                    last,
+                    safe_cell(slug),
+                    safe_cell(arm.name),
+                    int(played[arm.index]),
+                    "" if math.isnan(score) else round(score, 1),
+                ]
+
+
+def timeline_csv(
+    experiment: Experiment, *, exclusions: Exclusions | None = None, steps: int = TIMELINE_STEPS
+) -> Generator[str]:
+    return csv_chunks(TIMELINE_COLUMNS, timeline_rows(experiment, exclusions=exclusions, steps=steps))
+
+
+# --------------------------------------------------------------------------- responses
 
 
 async def _async_chunks(chunks: Generator[str]) -> AsyncIterator[str]:
@@ -285,13 +535,19 @@ async def _async_chunks(chunks: Generator[str]) -> AsyncIterator[str]:
 
 
 def csv_response(request: HttpRequest, chunks: Generator[str], filename: str) -> StreamingHttpResponse:
-    """Stream CSV chunks to the client.
+    return download_response(request, chunks, filename, content_type="text/csv; charset=utf-8")
+
+
+def download_response(
+    request: HttpRequest, chunks: Generator[str], filename: str, *, content_type: str
+) -> StreamingHttpResponse:
+    """Stream text chunks to the client as a file to save.
 
     Under ASGI (daphne) Django reads a synchronous iterator into a list before sending it, so there the
     chunks go through an asynchronous iterator instead; under WSGI (tests, the live test server) the
     synchronous one streams as it is.
     """
     content = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
-    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

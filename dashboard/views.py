@@ -212,10 +212,37 @@ def _heatmap_pair(request: HttpRequest, arms: list[analysis.Arm]) -> tuple[analy
 @login_required
 @results_required
 def export_votes(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
+    """Every vote; ?texts=1 adds both outputs, ?excel=1 a byte order mark for spreadsheet programs."""
     experiment = get_object_or_404(Experiment, pk=experiment_id)
-    return exports.csv_response(
-        request, exports.votes_csv(experiment), f"votes-experiment-{experiment.pk}.csv"
+    texts, excel = request.GET.get("texts") == "1", request.GET.get("excel") == "1"
+    chunks = exports.votes_csv(experiment, texts=texts)
+    name = f"votes-experiment-{experiment.pk}{'-texts' if texts else ''}{'-excel' if excel else ''}.csv"
+    return exports.csv_response(request, exports.with_bom(chunks) if excel else chunks, name)
+
+
+@require_GET
+@login_required
+@results_required
+def export_outputs(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    return exports.download_response(
+        request,
+        exports.outputs_jsonl(experiment),
+        f"outputs-experiment-{experiment.pk}.jsonl",
+        content_type="application/x-ndjson; charset=utf-8",
     )
+
+
+@require_GET
+@login_required
+@results_required
+def export_timeline(request: HttpRequest, experiment_id: int) -> StreamingHttpResponse:
+    """Scores at every tenth of the votes, with the page's exclusions; ?excel=1 as for the votes."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    chunks = exports.timeline_csv(experiment, exclusions=analysis.Exclusions.from_query(request.GET))
+    excel = request.GET.get("excel") == "1"
+    name = f"timeline-experiment-{experiment.pk}{'-excel' if excel else ''}.csv"
+    return exports.csv_response(request, exports.with_bom(chunks) if excel else chunks, name)
 
 
 @require_GET

@@ -12,10 +12,19 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from dashboard.analysis import experiment_results
-from dashboard.exports import AGGREGATE_COLUMNS, VOTE_COLUMNS, csv_chunks, csv_field, safe_cell
+from dashboard.exports import (
+    AGGREGATE_COLUMNS,
+    SIDE_COLUMNS,
+    TIMELINE_COLUMNS,
+    VOTE_COLUMNS,
+    csv_chunks,
+    csv_field,
+    safe_cell,
+)
 from dashboard.models import Rating
-from evaluator.models import Comparison, Experiment
+from evaluator.models import Checkpoint, Comparison, Experiment, Generation, Variant
 from tests.dashboard.results_data import bulk_votes, experiment_with_outputs, make_raters, rate_everything
+from tests.dashboard.study_data import study, vote_for
 
 pytestmark = pytest.mark.django_db
 
@@ -239,3 +248,155 @@ def test_bench_export_times_the_votes_csv_and_leaves_nothing_behind():
     assert report["rows"] == 3000 and report["rows_per_s"] > 0
     assert report["rss_peak_mb"] >= report["rss_before_mb"] > 0
     assert (Experiment.objects.count(), Rating.objects.count()) == (experiments, ratings)
+
+
+# --------------------------------------------------------------------------- the researcher's exports
+
+
+@pytest.fixture
+def study_votes(tiny_model_path, rater, second_rater):
+    """A study whose k=1 arm is dynamic and whose k=4 arm runs YaRN ×4; both raters prefer k=4 mostly."""
+    experiment = study(tiny_model_path, name="exports")
+    Variant.objects.filter(name="k=1").update(depth={"kind": "dynamic", "p": 0.9, "k_min": 1, "k_max": 8})
+    Variant.objects.filter(name="k=4").update(context={"kind": "yarn", "factor": 4.0})
+    Generation.objects.filter(experiment=experiment, variant__name="k=1").update(depth_k=None)
+    for i, comparison in enumerate(Comparison.objects.ready().filter(experiment=experiment).order_by("pk")):
+        vote_for(rater, comparison, "k=4")
+        vote_for(second_rater, comparison, "k=1" if i == 0 else "k=4")
+    return experiment
+
+
+def raw_download(client, name: str, experiment: Experiment, query: str = "") -> tuple[object, bytes]:
+    response = client.get(reverse(name, args=[experiment.pk]) + (f"?{query}" if query else ""))
+    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
+    return response, b"".join(response.streaming_content)
+
+
+def test_the_votes_csv_names_each_sides_output_and_the_numbers_behind_its_labels(client, viewer, study_votes):
+    client.force_login(viewer)
+    rows = download(client, "export_votes", study_votes)
+    assert len(rows) == Rating.objects.count() and "votes_counted" not in rows[0]
+    assert "left_text" not in rows[0]
+    native = Checkpoint.objects.get(name="tiny-exports").native_context
+    for row in rows:
+        comparison = Comparison.objects.get(pk=int(row["comparison_id"]))
+        assert (int(row["left_output_id"]), int(row["right_output_id"])) == (
+            comparison.left_id,
+            comparison.right_id,
+        )
+        assert row["is_identical"] == "0" and row["flag_decision"] == ""
+        sides = {
+            row[f"{side}_arm"]: {c: row[f"{side}_{c}"] for c in SIDE_COLUMNS} for side in ("left", "right")
+        }
+        dynamic, yarn = sides["k=1"], sides["k=4"]
+        assert (dynamic["k"], dynamic["k_max"], dynamic["context_kind"], dynamic["yarn_factor"]) == (
+            "",
+            "8",
+            "native",
+            "1",
+        )
+        assert dynamic["window"] == str(native)
+        assert (yarn["k"], yarn["k_max"], yarn["context_kind"], yarn["yarn_factor"]) == (
+            "4",
+            "4",
+            "yarn",
+            "4",
+        )
+        assert yarn["window"] == str(native * 4) and yarn["context"] == "YaRN ×4"
+
+
+def test_the_votes_csv_carries_the_texts_as_shown_when_asked(client, viewer, study_votes):
+    client.force_login(viewer)
+    rows = download(client, "export_votes", study_votes, "texts=1")
+    assert list(rows[0])[-2:] == ["left_text", "right_text"]
+    for row in rows:
+        comparison = Comparison.objects.get(pk=int(row["comparison_id"]))
+        assert (row["left_text"], row["right_text"]) == (comparison.left_text, comparison.right_text)
+
+
+def test_the_spreadsheet_variant_starts_with_a_byte_order_mark(client, viewer, study_votes):
+    client.force_login(viewer)
+    response, body = raw_download(client, "export_votes", study_votes, "excel=1")
+    assert body.startswith(b"\xef\xbb\xbf") and "-excel" in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
+    assert list(rows[0]) == VOTE_COLUMNS and len(rows) == Rating.objects.count()
+    assert {row["right_context"] for row in rows} | {row["left_context"] for row in rows} >= {"YaRN ×4"}
+
+
+def test_the_outputs_export_has_every_output_with_its_arm_prompt_cost_and_routing(
+    client, viewer, study_votes
+):
+    client.force_login(viewer)
+    response, body = raw_download(client, "export_outputs", study_votes)
+    assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
+    records = [json.loads(line) for line in body.decode().split("\n") if line]
+    assert len(records) == Generation.objects.filter(experiment=study_votes).count()
+    deep = [r for r in records if r["arm"] == "k=4"]
+    assert {r["category"] for r in records} == {"routine", "philosophy"}
+    for record in deep:
+        assert record["text"] == f"k=4 on {record['prompt']}" and record["seed"] == 0
+        assert (record["depth_k"], record["compute_experts"], record["tokens_per_s"]) == (4, 4.5, 7.5)
+        assert record["routing"]["mean_active_experts_per_layer"] == [4.0, 4.0]
+        assert record["context_config"] == {"kind": "yarn", "factor": 4.0, "input_budget": None}
+    assert all(
+        r["depth_k"] is None and r["depth_policy"]["kind"] == "dynamic" for r in records if r["arm"] == "k=1"
+    )
+
+
+def test_the_timeline_scores_the_votes_so_far_at_every_tenth(client, viewer, study_votes):
+    client.force_login(viewer)
+    rows = download(client, "export_timeline", study_votes)
+    assert list(rows[0]) == TIMELINE_COLUMNS and "no_bootstrap" in TIMELINE_COLUMNS[-1]
+    total = Rating.objects.count()
+    steps = sorted({int(r["votes_so_far"]) for r in rows})
+    assert steps[-1] == total and len(steps) == min(10, total)
+    last = {(r["category"], r["arm"]): r for r in rows if int(r["votes_so_far"]) == total}
+    assert set(last) == {(c, a) for c in ("all", "routine", "philosophy") for a in ("k=1", "k=4")}
+    assert int(last[("all", "k=4")]["arm_votes"]) == total
+    assert float(last[("all", "k=4")]["score_point_estimate_no_bootstrap"]) > float(
+        last[("all", "k=1")]["score_point_estimate_no_bootstrap"]
+    )
+    times = [datetime.fromisoformat(r["last_vote_at"]) for r in rows]
+    assert times == sorted(times)
+
+
+def test_the_export_command_writes_outputs_timeline_and_spreadsheet_votes(study_votes, tmp_path):
+    target = tmp_path / "outputs.jsonl"
+    call_command(
+        "export_results", study_votes.name, "--kind", "outputs", "--out", str(target), stderr=io.StringIO()
+    )
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == Generation.objects.filter(experiment=study_votes).count()
+    out = io.StringIO()
+    call_command("export_results", study_votes.name, "--kind", "timeline", stdout=out)
+    assert list(csv.DictReader(io.StringIO(out.getvalue())))[-1]["votes_so_far"] == str(
+        Rating.objects.count()
+    )
+    votes = tmp_path / "votes.csv"
+    call_command(
+        "export_results", study_votes.name, "--texts", "--excel", "--out", str(votes), stderr=io.StringIO()
+    )
+    assert votes.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert "left_text" in next(csv.DictReader(votes.open(encoding="utf-8-sig")))
+
+
+def test_the_export_command_writes_parquet_or_says_what_is_missing(study_votes, tmp_path):
+    target = tmp_path / "outputs.parquet"
+    arguments = ["export_results", study_votes.name, "--kind", "outputs", "--format", "parquet"]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        with pytest.raises(CommandError, match="pyarrow"):
+            call_command(*arguments, "--out", str(target))
+        return
+    call_command(*arguments, "--out", str(target), stderr=io.StringIO())
+    table = pq.read_table(target).to_pylist()
+    assert len(table) == Generation.objects.filter(experiment=study_votes).count()
+    assert {row["arm"] for row in table} == {"k=1", "k=4"}
+
+
+def test_the_export_command_refuses_a_format_the_kind_has_not(study_votes):
+    with pytest.raises(CommandError, match="--kind votes is written as csv"):
+        call_command("export_results", study_votes.name, "--format", "jsonl")
+    with pytest.raises(CommandError, match="--out"):
+        call_command("export_results", study_votes.name, "--kind", "outputs", "--format", "parquet")

@@ -1,28 +1,51 @@
-"""Write an experiment's votes or aggregates as CSV, the same files the results page offers for download."""
+"""Write an experiment's votes, aggregates, outputs or scores over time, the files the results page offers."""
+
+from collections.abc import Iterator
 
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard import exports
 from evaluator.models import Experiment
 
-KINDS = ("votes", "aggregates")
+KINDS = ("votes", "aggregates", "outputs", "timeline")
+FORMATS = {"votes": ("csv",), "aggregates": ("csv",), "outputs": ("jsonl", "parquet"), "timeline": ("csv",)}
 
 
 class Command(BaseCommand):
     help = (
         "Export one experiment's results as CSV: every vote (--kind votes, the default) or the scores per "
-        "category and arm (--kind aggregates, with the page's default exclusions). Written to standard "
-        "output unless --out names a file."
+        "category and arm (--kind aggregates, with the page's default exclusions), every output with its "
+        "arm, prompt, cost and routing (--kind outputs, JSONL or Parquet), or each arm's score at every "
+        "tenth of the votes (--kind timeline). Written to standard output unless --out names a file."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("experiment", help="The experiment's id or its exact name.")
-        parser.add_argument("--kind", choices=KINDS, default="votes", help="votes (default) or aggregates.")
+        parser.add_argument(
+            "--kind", choices=KINDS, default="votes", help="votes (default), aggregates, outputs or timeline."
+        )
         parser.add_argument("--out", metavar="FILE", help="Write to FILE instead of standard output.")
+        parser.add_argument(
+            "--format",
+            choices=sorted({f for formats in FORMATS.values() for f in formats}),
+            help="csv (votes, aggregates, timeline); jsonl (outputs' default) or parquet (needs pyarrow).",
+        )
+        parser.add_argument("--texts", action="store_true", help="Votes: add both outputs' texts.")
+        parser.add_argument(
+            "--excel", action="store_true", help="Begin with a UTF-8 byte order mark (for spreadsheets)."
+        )
 
     def handle(self, *args, experiment: str, kind: str, out: str | None, **options) -> None:
         found = find_experiment(experiment)
-        chunks = exports.votes_csv(found) if kind == "votes" else exports.aggregates_csv(found)
+        fmt = options.get("format") or FORMATS[kind][0]
+        if fmt not in FORMATS[kind]:
+            raise CommandError(f"--kind {kind} is written as {' or '.join(FORMATS[kind])}, not {fmt}.")
+        if fmt == "parquet":
+            self._write_parquet(found, out)
+            return
+        chunks = self._chunks(found, kind, texts=options.get("texts", False))
+        if options.get("excel"):
+            chunks = exports.with_bom(chunks)
         if out is None:
             for chunk in chunks:
                 self.stdout.write(chunk, ending="")
@@ -34,6 +57,27 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot write {out}: {exc.strerror}.") from exc
         self.stderr.write(f"Wrote the {kind} of experiment {found.pk} ({found.name}) to {out}.")
+
+    @staticmethod
+    def _chunks(experiment: Experiment, kind: str, *, texts: bool) -> Iterator[str]:
+        if kind == "votes":
+            return exports.votes_csv(experiment, texts=texts)
+        if kind == "outputs":
+            return exports.outputs_jsonl(experiment)
+        if kind == "timeline":
+            return exports.timeline_csv(experiment)
+        return exports.aggregates_csv(experiment)
+
+    def _write_parquet(self, experiment: Experiment, out: str | None) -> None:
+        if out is None:
+            raise CommandError("Parquet is binary: name the file with --out.")
+        try:
+            rows = exports.write_outputs_parquet(experiment, out)
+        except exports.ExportError as exc:
+            raise CommandError(str(exc)) from exc
+        except OSError as exc:
+            raise CommandError(f"Cannot write {out}: {exc.strerror}.") from exc
+        self.stderr.write(f"Wrote {rows} outputs of experiment {experiment.pk} ({experiment.name}) to {out}.")
 
 
 def find_experiment(reference: str) -> Experiment:
