@@ -180,3 +180,13 @@ def test_the_command_line_lists_the_presets_in_its_help(capsys):
     with pytest.raises(SystemExit):
         call_command("schedule_experiment", "--help")
     assert "base-vs-extreme" in capsys.readouterr().out
+
+
+def test_a_preset_asks_two_raters_per_comparison_so_agreement_can_be_measured(tmp_path):
+    checkpoint = Checkpoint.objects.create(name="ref", path=str(moe_folder(tmp_path, experts=128, top_k=8)))
+    Prompt.objects.create(category=Category.objects.create(slug="routine", name="R"), text="Hello")
+
+    experiment = presets.create_from_preset(preset="base-vs-extreme", checkpoint=checkpoint)
+
+    assert experiment.raters_per_comparison == 2
+    assert experiment.qualification_items == 0
