@@ -1,14 +1,16 @@
-"""Reads that other code needs: how far an experiment has come and how long it still needs."""
+"""Reads that other code needs: how far an experiment and its jobs have come and how long they still need."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import Coalesce
 
 from evaluator.engine.generate import Sampling
-from evaluator.models import Comparison, Experiment, Generation
+from evaluator.models import Comparison, Experiment, Generation, Job
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,52 @@ def experiment_progress(experiment: Experiment) -> Progress:
         seconds_left=seconds,
         tokens_per_s=speed,
     )
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's arm: outputs written of all it has, how long the job has run, and how long it still needs."""
+
+    done: int
+    total: int
+    seconds: float | None  # running: so far; finished: start to end; queued: None
+    seconds_left: float | None  # running, from the job's own rate so far; None until it stored an output
+
+    @property
+    def percent(self) -> int:
+        return math.floor(100 * self.done / self.total) if self.total else 0
+
+
+def job_progress(*, jobs: Sequence[Job], now: datetime) -> dict[int, JobProgress]:
+    """Per job id: its arm's outputs done out of all of them, its duration and, while it runs, the time
+    its arm's pending outputs still need at the rate the job has stored outputs so far."""
+    arms = {(job.experiment_id, job.variant_id) for job in jobs}
+    counts: dict[tuple[int, int], dict] = {}
+    if arms:
+        condition = Q()
+        for experiment_id, variant_id in arms:
+            condition |= Q(experiment_id=experiment_id, variant_id=variant_id)
+        rows = (
+            Generation.objects.filter(condition)
+            .exclude(status=Generation.Status.CANCELLED)
+            .values("experiment_id", "variant_id")
+            .annotate(
+                total=Count("pk"),
+                done=Count("pk", filter=Q(status=Generation.Status.DONE)),
+                pending=Count("pk", filter=Q(status=Generation.Status.PENDING)),
+            )
+            .order_by()
+        )
+        counts = {(row["experiment_id"], row["variant_id"]): row for row in rows}
+    progress = {}
+    for job in jobs:
+        arm = counts.get((job.experiment_id, job.variant_id), {"total": 0, "done": 0, "pending": 0})
+        seconds = seconds_left = None
+        if job.started_at is not None:
+            seconds = ((job.finished_at or now) - job.started_at).total_seconds()
+        if job.status == Job.Status.RUNNING and seconds and job.stored:
+            seconds_left = arm["pending"] * seconds / job.stored
+        progress[job.pk] = JobProgress(
+            done=arm["done"], total=arm["total"], seconds=seconds, seconds_left=seconds_left
+        )
+    return progress

@@ -189,6 +189,7 @@ def _train(
         order_rng.shuffle(order)
         batches += [order[i : i + BATCH_ROWS] for i in range(0, len(order), BATCH_ROWS)]
     model.train()
+    started = time.monotonic()
     for step, index in enumerate(batches):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, len(batches))
@@ -199,8 +200,24 @@ def _train(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 20 == 0 or step == len(batches) - 1:
-            log(f"step {step + 1}/{len(batches)} loss {loss.item():.3f}")
+            progress = training_progress(step + 1, len(batches), time.monotonic() - started)
+            log(f"step {step + 1}/{len(batches)} loss {loss.item():.3f}, {progress}")
     model.eval()
+
+
+def training_progress(done: int, total: int, elapsed: float) -> str:
+    """Time spent and, at the rate so far, time left: "12 s elapsed, about 1 min 30 s left"."""
+    spent = f"{_duration(elapsed)} elapsed"
+    if done >= total:
+        return f"{spent}, done"
+    if done == 0:
+        return spent
+    return f"{spent}, about {_duration(elapsed / done * (total - done))} left"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def build_tiny_moe(out_dir: Path, *, seed: int = 0, log: Callable[[str], None] = print) -> dict:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from evaluator import scheduling
 from evaluator.heartbeat import OFFLINE_AFTER
 from evaluator.models import Experiment, Generation, Job, WorkerStatus
+from evaluator.selectors import job_progress
 
 LIST_LIMIT = 50
 
@@ -62,12 +63,17 @@ def jobs_context() -> dict:
     running = list(jobs.filter(status=Job.Status.RUNNING).order_by("started_at")[:LIST_LIMIT])
     for job in running:
         job.worker_offline = bool(job.worker) and job.worker not in online
+    queued = list(jobs.filter(status=Job.Status.QUEUED).order_by("queued_at")[:LIST_LIMIT])
+    done = list(jobs.filter(status=Job.Status.DONE).order_by("-finished_at")[:LIST_LIMIT])
+    progress = job_progress(jobs=[*running, *queued, *done], now=now)
+    for job in [*running, *queued, *done]:
+        job.progress = progress[job.pk]
     return {
         "now": now,
         "workers": [(w, w.hostname in online) for w in workers],
-        "queued": list(jobs.filter(status=Job.Status.QUEUED).order_by("queued_at")[:LIST_LIMIT]),
+        "queued": queued,
         "running": running,
-        "done": list(jobs.filter(status=Job.Status.DONE).order_by("-finished_at")[:LIST_LIMIT]),
+        "done": done,
         "failed_jobs": list(jobs.filter(status=Job.Status.FAILED).order_by("-finished_at")[:LIST_LIMIT]),
         "failures": failures(),
         "counts": Job.objects.aggregate(

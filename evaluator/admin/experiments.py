@@ -11,10 +11,12 @@ from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, 
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils.html import format_html, format_html_join
-from django.views.decorators.http import require_POST
+from django.utils import timezone
+from django.utils.html import format_html_join
+from django.views.decorators.http import require_GET, require_POST
 
 from evaluator import presets, scheduling
 from evaluator.admin.formatting import progress_bar, time_left_text
@@ -24,7 +26,24 @@ from evaluator.models import (
     Experiment,
     Generation,
 )
-from evaluator.selectors import experiment_progress
+from evaluator.selectors import experiment_progress, job_progress
+
+PROGRESS_TEMPLATE = "admin/evaluator/experiment/progress.html"
+PROGRESS_JOBS = 20
+
+
+def _progress_context(experiment: Experiment) -> dict[str, Any]:
+    """Outputs, comparisons and votes so far, the time left, and the experiment's latest jobs."""
+    progress = experiment_progress(experiment)
+    jobs = list(experiment.jobs.select_related("variant").order_by("-queued_at")[:PROGRESS_JOBS])
+    by_job = job_progress(jobs=jobs, now=timezone.now())
+    return {
+        "experiment": experiment,
+        "progress": progress,
+        "time_left": time_left_text(experiment, progress),
+        "jobs": [(job, by_job[job.pk]) for job in jobs],
+        "polling": experiment.status in (Experiment.Status.SCHEDULED, Experiment.Status.PAUSED),
+    }
 
 
 def _count(model: type, **filters: Any) -> Coalesce:
@@ -157,16 +176,8 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Experiment) -> str:
-        p = experiment_progress(obj)
-        failed = f" ({p.outputs_failed} failed)" if p.outputs_failed else ""
-        return format_html(
-            '<div class="progress-panel">{}{}<br>{}<br>{}<br>Time left: {}</div>',
-            progress_bar(p.outputs_done, p.outputs_total, "Outputs"),
-            failed,
-            progress_bar(p.comparisons_ready, p.comparisons_total, "Comparisons ready"),
-            progress_bar(p.votes, p.votes_needed, "Votes"),
-            time_left_text(obj, p),
-        )
+        """The live panel: re-fetched from progress_view on every change event, and every few seconds."""
+        return render_to_string(PROGRESS_TEMPLATE, _progress_context(obj))
 
     @admin.display(description="arms")
     def arms(self, obj: Experiment) -> str:
@@ -277,8 +288,19 @@ class ExperimentAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(require_POST(self.operate_view)),
                 name="evaluator_experiment_operate",
             ),
+            path(
+                "<int:object_id>/progress/",
+                self.admin_site.admin_view(require_GET(self.progress_view)),
+                name="evaluator_experiment_progress",
+            ),
             *super().get_urls(),
         ]
+
+    def progress_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        experiment = get_object_or_404(Experiment, pk=object_id)
+        if not self.has_view_permission(request, experiment):
+            raise PermissionDenied
+        return TemplateResponse(request, PROGRESS_TEMPLATE, _progress_context(experiment))
 
     def operate_view(self, request: HttpRequest, object_id: int, operation: str) -> HttpResponse:
         experiment = get_object_or_404(Experiment, pk=object_id)
