@@ -17,10 +17,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
 
+from evaluator import scoring
 from evaluator.models import Category, Prompt
 
 FORMATS = ("csv", "jsonl")
-PROMPT_FIELDS = ("category", "text", "tags", "external_id")
+PROMPT_FIELDS = ("category", "text", "tags", "external_id", "reference_answer", "scoring_rule", "tolerance")
 CATEGORY_FIELDS = ("slug", "name", "description", "order")
 MAX_RECORDS = 100_000
 MAX_ORDER = 2_147_483_647  # the largest value the database column holds
@@ -257,6 +258,35 @@ def _tags(value: Any, line: int, problems: list[Problem]) -> list[str]:
     return tags
 
 
+def _reference(record: dict, line: int, problems: list[Problem]) -> dict[str, Any]:
+    """The optional reference answer, its scoring rule (default: contains) and a numeric tolerance."""
+    answer = _string(record, "reference_answer", line, problems, required=False)
+    rule = _string(record, "scoring_rule", line, problems, required=False).strip() or "contains"
+    tolerance = record.get("tolerance")
+    if tolerance in (None, ""):
+        tolerance = None
+    elif isinstance(tolerance, str):
+        try:
+            tolerance = float(tolerance)
+        except ValueError:
+            problems.append(Problem(line, "tolerance", f"must be a number, got {tolerance!r}"))
+            return {}
+    elif isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+        problems.append(Problem(line, "tolerance", f"must be a number, got {json.dumps(tolerance)}"))
+        return {}
+    if not answer:
+        if tolerance is not None or record.get("scoring_rule") not in (None, ""):
+            problems.append(Problem(line, "reference_answer", "a scoring rule or tolerance needs an answer"))
+        return {}
+    try:
+        scoring.check_reference(reference=answer, rule=rule, tolerance=tolerance)
+    except scoring.ScoringError as exc:
+        field = "scoring_rule" if rule not in scoring.RULES else "reference_answer"
+        problems.append(Problem(line, field, str(exc)))
+        return {}
+    return {"reference_answer": answer, "scoring_rule": rule, "tolerance": tolerance}
+
+
 def _unknown_keys(record: dict, fields: tuple[str, ...], line: int, problems: list[Problem]) -> None:
     for name in record:
         if name not in fields:
@@ -287,6 +317,7 @@ def import_prompts(
             problems.append(Problem(line, "text", "is only white space"))
         external_id = _string(record, "external_id", line, problems, required=False).strip()
         tags = _tags(record.get("tags"), line, problems)
+        reference = _reference(record, line, problems)
         if len(external_id) > Prompt._meta.get_field("external_id").max_length:
             problems.append(Problem(line, "external_id", "longer than 100 characters"))
         if slug and slug not in categories and slug not in new_slugs:
@@ -321,12 +352,12 @@ def import_prompts(
             if (slug, text) in seen_texts:
                 problems.append(Problem(line, "text", f"same prompt as line {seen_texts[(slug, text)]}"))
             seen_texts.setdefault((slug, text), line)
-        parsed.append((line, slug, text, tags, external_id))
+        parsed.append((line, slug, text, tags, external_id, reference))
     existing_by_id = {
         p.external_id: p
         for p in Prompt.objects.filter(external_id__in=list(seen_ids)).select_related("category")
     }
-    for line, slug, text, _, external_id in parsed:
+    for line, slug, text, _, external_id, _ in parsed:
         prompt = existing_by_id.get(external_id) if external_id else None
         if prompt is not None and (prompt.text != text or prompt.category.slug != slug):
             problems.append(
@@ -351,13 +382,15 @@ def import_prompts(
             ).values_list("category__slug", "text")
         )
         new = []
-        for _line, slug, text, tags, external_id in parsed:
+        for _line, slug, text, tags, external_id, reference in parsed:
             if (external_id and external_id in existing_by_id) or (
                 not external_id and (slug, text) in present
             ):
                 report.unchanged += 1
                 continue
-            new.append(Prompt(category=categories[slug], text=text, tags=tags, external_id=external_id))
+            new.append(
+                Prompt(category=categories[slug], text=text, tags=tags, external_id=external_id, **reference)
+            )
         Prompt.objects.bulk_create(new, batch_size=1000)
         report.created = len(new)
     return report
@@ -442,6 +475,9 @@ def export_prompts(*, prompts: Iterable[Prompt], format: str) -> str:
                 "text": p.text,
                 "tags": ";".join(p.tags or []) if format == "csv" else list(p.tags or []),
                 "external_id": p.external_id,
+                "reference_answer": p.reference_answer,
+                "scoring_rule": p.scoring_rule if p.reference_answer else "",
+                "tolerance": p.tolerance if p.tolerance is not None else "",
             }
             for p in prompts
         ),

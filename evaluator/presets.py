@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from evaluator import scheduling
+from evaluator import memory_suite, scheduling
 from evaluator.engine.context import ContextConfig
 from evaluator.engine.depth import DepthPolicy, normalize_label
 from evaluator.engine.loading import CheckpointError
@@ -69,7 +69,20 @@ def fixed(k: int, context: dict[str, Any] | None = None) -> Arm:
 
 
 def _all_prompts() -> list[int]:
-    return list(Prompt.objects.order_by("pk").values_list("pk", flat=True))
+    return [pk for pk, tags in Prompt.objects.order_by("pk").values_list("pk", "tags") if _fits_native(tags)]
+
+
+def _fits_native(tags: list | None) -> bool:
+    """Not a memory-suite prompt that needs YaRN or thousands of new tokens (evaluator.memory_suite)."""
+    return not {memory_suite.YARN_ONLY_TAG, memory_suite.LONG_OUTPUT_TAG} & set(tags or [])
+
+
+def _memory_needles() -> list[int]:
+    return [
+        pk
+        for pk, tags in Prompt.objects.order_by("pk").values_list("pk", "tags")
+        if memory_suite.MEMORY_TAG in (tags or []) and memory_suite.LONG_OUTPUT_TAG not in (tags or [])
+    ]
 
 
 def _long_prompts() -> list[int]:
@@ -79,7 +92,8 @@ def _long_prompts() -> list[int]:
     return [
         pk
         for pk, slug, tags in Prompt.objects.order_by("pk").values_list("pk", "category__slug", "tags")
-        if normalize_label(slug) in labels or labels & {normalize_label(str(t)) for t in tags or []}
+        if (normalize_label(slug) in labels or labels & {normalize_label(str(t)) for t in tags or []})
+        and _fits_native(tags)
     ]
 
 
@@ -100,6 +114,15 @@ def _native_vs_yarn(checkpoint: Checkpoint) -> Plan:
     d = checkpoint.default_top_k
     arms = [fixed(d, {"kind": "native"}), fixed(d, {"kind": "yarn", "factor": YARN_FACTOR})]
     return Plan(arms, Experiment.Pairing.ALL_PAIRS, _long_prompts())
+
+
+def _yarn_memory(checkpoint: Checkpoint) -> Plan:
+    d, experts = checkpoint.default_top_k, checkpoint.num_experts
+    yarn = {"kind": "yarn", "factor": YARN_FACTOR}
+    depths = scaled_depths(experts, d, (1, 2))
+    if len(depths) < 2:
+        raise PresetError(f"{checkpoint.name} uses all {experts} experts already: there is no deeper arm.")
+    return Plan([fixed(k, yarn) for k in depths], Experiment.Pairing.ALL_PAIRS, _memory_needles())
 
 
 def _tag_depth(checkpoint: Checkpoint) -> Plan:
@@ -135,8 +158,16 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "native-vs-yarn",
             "Native context vs YaRN ×4",
-            "Top-k d with the native window against YaRN factor 4, on the long-context prompts.",
+            "Top-k d with the native window against YaRN factor 4, on the long-context prompts that fit the "
+            "native window (the memory suite's needles among them: manage.py make_memory_prompts).",
             _native_vs_yarn,
+        ),
+        Preset(
+            "yarn-memory",
+            "Memory beyond the native window (YaRN ×4)",
+            "The memory suite's needles up to 4× the native window (64k and 128k on Qwen3-30B-A3B) under "
+            "YaRN ×4, at depth d and 2d: recall by length and by where the fact sits.",
+            _yarn_memory,
         ),
         Preset(
             "tag-depth",
@@ -219,8 +250,11 @@ def create_from_preset(
         plan = spec.plan(checkpoint)
         prompts = plan.prompts
         if not prompts:
-            wanted = "long-context prompts" if preset == "native-vs-yarn" else "prompts"
-            raise PresetError(f"There are no {wanted} yet: import some first (admin → Prompts → Import).")
+            wanted = {"native-vs-yarn": "long-context prompts", "yarn-memory": "memory-suite prompts"}
+            raise PresetError(
+                f"There are no {wanted.get(preset, 'prompts')} yet: import some first (admin → Prompts → "
+                f"Import), or run manage.py make_memory_prompts --checkpoint {checkpoint.name}."
+            )
         if name and Experiment.objects.filter(name=name).exists():
             raise PresetError(f"An experiment named {name!r} exists already: choose another name.")
         try:

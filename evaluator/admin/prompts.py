@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from evaluator import imports
+from evaluator import imports, measuring
 from evaluator.admin.forms import ImportForm
 from evaluator.models import (
     Category,
@@ -107,8 +107,8 @@ class CategoryAdmin(ImportExportMixin, admin.ModelAdmin):
 
 @admin.register(Prompt)
 class PromptAdmin(ImportExportMixin, admin.ModelAdmin):
-    list_display = ["id", "category", "short_text", "tags", "external_id"]
-    list_filter = ["category"]
+    list_display = ["id", "category", "short_text", "tags", "external_id", "reference_answer"]
+    list_filter = ["category", "scoring_rule"]
     search_fields = ["text", "external_id"]
     actions = ["export_csv", "export_jsonl"]
     import_fields = imports.PROMPT_FIELDS
@@ -119,6 +119,14 @@ class PromptAdmin(ImportExportMixin, admin.ModelAdmin):
 
     def run_import(self, *, file: Any, format: str, create_categories: bool) -> imports.ImportReport:
         return imports.import_prompts(file=file, format=format, create_categories=create_categories)
+
+    def save_model(self, request: HttpRequest, obj: Prompt, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Outputs already stored are scored against the reference as it now stands.
+        if change and {"reference_answer", "scoring_rule", "tolerance"} & set(form.changed_data):
+            rescored = measuring.rescore_outputs(prompt=obj)
+            if rescored:
+                self.message_user(request, f"{rescored} stored outputs scored again against the reference.")
 
     def export(self, queryset: QuerySet, format: str) -> str:
         return imports.export_prompts(
