@@ -11,6 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from evaluator import imports, measuring
+from evaluator.admin.formatting import truncated
 from evaluator.admin.forms import ImportForm
 from evaluator.models import (
     Category,
@@ -115,7 +116,7 @@ class PromptAdmin(ImportExportMixin, admin.ModelAdmin):
 
     @admin.display(description="text")
     def short_text(self, obj: Prompt) -> str:
-        return obj.text[:80]
+        return truncated(obj.text, 80)
 
     def run_import(self, *, file: Any, format: str, create_categories: bool) -> imports.ImportReport:
         return imports.import_prompts(file=file, format=format, create_categories=create_categories)
