@@ -8,6 +8,7 @@ the same file twice changes nothing the second time, and an export imports back 
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -272,7 +273,10 @@ def _reference(record: dict, line: int, problems: list[Problem]) -> dict[str, An
             problems.append(Problem(line, "tolerance", f"must be a number, got {tolerance!r}"))
             return {}
     elif isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
-        problems.append(Problem(line, "tolerance", f"must be a number, got {json.dumps(tolerance)}"))
+        problems.append(Problem(line, "tolerance", f"must be a number, got {_shown(tolerance)}"))
+        return {}
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        problems.append(Problem(line, "tolerance", f"must be a finite number ≥ 0, got {tolerance!r}"))
         return {}
     if not answer:
         if tolerance is not None or record.get("scoring_rule") not in (None, ""):

@@ -273,7 +273,9 @@ def test_categories_are_imported_and_prompts_exported(staff):
     )
 
     assert response["Content-Disposition"] == 'attachment; filename="prompts.csv"'
-    assert response.content.decode() == "category,text,tags,external_id\nroutine,Hi,a,\n"
+    assert response.content.decode() == (
+        "category,text,tags,external_id,reference_answer,scoring_rule,tolerance\nroutine,Hi,a,,,,\n"
+    )
 
 
 def test_the_prompt_list_links_to_the_import_page(staff):

@@ -299,3 +299,13 @@ def test_a_category_order_beyond_the_column_is_refused(categories):
     [problem] = failure.value.problems
     assert (problem.line, problem.field) == (2, "order")
     assert "from 0 to 2,147,483,647" in problem.message
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-1", "1e999"])
+def test_a_tolerance_that_is_no_usable_number_is_refused(categories, tolerance):
+    data = f"category,text,reference_answer,scoring_rule,tolerance\nroutine,2+2?,4,numeric,{tolerance}\n"
+
+    with pytest.raises(imports.ImportFailed) as failure:
+        imports.import_prompts(file=data.encode(), format="csv")
+
+    assert [(p.line, p.field) for p in failure.value.problems] == [(2, "tolerance")]
