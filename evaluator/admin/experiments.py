@@ -19,7 +19,7 @@ from django.utils.html import format_html_join
 from django.views.decorators.http import require_GET, require_POST
 
 from evaluator import presets, scheduling
-from evaluator.admin.formatting import progress_bar, time_left_text
+from evaluator.admin.formatting import format_share, progress_bar, time_left_text, truncated
 from evaluator.admin.forms import SAMPLING_FIELDS, ExperimentForm, PresetForm
 from evaluator.models import (
     Comparison,
@@ -46,12 +46,13 @@ def _progress_context(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def _count(model: type, **filters: Any) -> Coalesce:
+def _count(model: type, *, total: Any = None, **filters: Any) -> Coalesce:
+    """Per experiment: how many `model` rows match `filters`, or the sum of `total` over them."""
     rows = (
         model.objects.filter(experiment=OuterRef("pk"), **filters)
         .order_by()
         .values("experiment")
-        .annotate(n=Count("pk"))
+        .annotate(n=Sum(total) if total else Count("pk"))
         .values("n")
     )
     return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
@@ -74,18 +75,15 @@ class ExperimentAdmin(admin.ModelAdmin):
     form = ExperimentForm
     change_list_template = "admin/evaluator/experiment/change_list.html"
     change_form_template = "admin/evaluator/experiment/change_form.html"
-    list_display = [
-        "name",
-        "checkpoint",
-        "status",
-        "outputs",
-        "comparisons_ready",
-        "votes",
-        "time_left",
-        "priority",
-    ]
+    # Fits a laptop screen: the checkpoint is a filter, comparisons and speed are on the change page.
+    list_display = ["short_name", "status", "outputs", "votes", "time_left", "priority"]
+    list_display_links = ["short_name"]
     list_filter = ["status", "checkpoint"]
     search_fields = ["name"]
+
+    class Media:
+        css = {"all": ["css/admin.css"]}
+
     filter_horizontal = ["variants", "prompts"]
     actions = ["schedule", "pause", "resume", "cancel", "retry_failed", "requeue_unfinished"]
 
@@ -97,8 +95,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             .annotate(
                 n_outputs=_count(Generation),
                 n_outputs_done=_count(Generation, status=Generation.Status.DONE),
-                n_comparisons=_count(Comparison, is_identical=False),
-                n_comparisons_ready=_count(Comparison, is_identical=False, ready_at__isnull=False),
+                n_comparisons=_count(Comparison, is_identical=False, qualification=False),
+                n_comparisons_ready=_count(
+                    Comparison, is_identical=False, qualification=False, ready_at__isnull=False
+                ),
+                n_votes=_count(Comparison, total="ratings_count", is_identical=False, qualification=False),
             )
         )
 
@@ -112,7 +113,16 @@ class ExperimentAdmin(admin.ModelAdmin):
                 ("Sampling, shared by every arm", {"fields": SAMPLING_FIELDS}),
                 (
                     "Rating",
-                    {"fields": ["raters_per_comparison", "gold_rate", "min_seconds_per_vote", "criteria"]},
+                    {
+                        "fields": [
+                            "raters_per_comparison",
+                            "gold_rate",
+                            "qualification_items",
+                            "qualification_accuracy",
+                            "min_seconds_per_vote",
+                            "criteria",
+                        ]
+                    },
                 ),
                 ("Order and instructions", {"fields": ["priority", "guidelines"]}),
             ]
@@ -131,7 +141,8 @@ class ExperimentAdmin(admin.ModelAdmin):
                         "prompt_summary",
                         "seeds",
                         "sampling",
-                        "gold_rate",
+                        "gold_share",
+                        "qualification",
                         "criteria",
                     ]
                 },
@@ -144,7 +155,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         if obj is None or obj.status == Experiment.Status.DRAFT:
             return status
         fixed = ["name", "checkpoint", "arms", "pairing", "baseline", "prompt_summary", "seeds", "sampling"]
-        return [*status, *fixed, "gold_rate", "criteria"]
+        return [*status, *fixed, "gold_share", "qualification", "criteria"]
 
     def get_form(self, request: HttpRequest, obj: Experiment | None = None, change: bool = False, **kwargs):
         if obj is not None and obj.status != Experiment.Status.DRAFT:
@@ -157,22 +168,34 @@ class ExperimentAdmin(admin.ModelAdmin):
     def status_line(self, obj: Experiment) -> str:
         return obj.get_status_display()
 
+    @admin.display(description="name", ordering="name")
+    def short_name(self, obj: Experiment) -> str:
+        return truncated(obj.name, 48)
+
+    @admin.display(description="gold checks")
+    def gold_share(self, obj: Experiment) -> str:
+        return f"{format_share(obj.gold_rate)} of the comparisons" if obj.gold_rate else "none"
+
+    @admin.display(description="qualification")
+    def qualification(self, obj: Experiment) -> str:
+        if not obj.qualification_items:
+            return "none"
+        return (
+            f"{obj.qualification_items} checks before any real comparison; "
+            f"pass mark {format_share(obj.qualification_accuracy)}"
+        )
+
     @admin.display(description="outputs", ordering="n_outputs_done")
     def outputs(self, obj: Experiment) -> str:
         return progress_bar(obj.n_outputs_done, obj.n_outputs, "")
 
-    @admin.display(description="comparisons ready", ordering="n_comparisons_ready")
-    def comparisons_ready(self, obj: Experiment) -> str:
-        return progress_bar(obj.n_comparisons_ready, obj.n_comparisons, "")
-
-    @admin.display(description="votes")
+    @admin.display(description="votes", ordering="n_votes")
     def votes(self, obj: Experiment) -> str:
-        votes = obj.comparisons.filter(is_identical=False).aggregate(n=Coalesce(Sum("ratings_count"), 0))["n"]
-        return progress_bar(votes, obj.n_comparisons * obj.raters_per_comparison, "")
+        return progress_bar(obj.n_votes, obj.n_comparisons * obj.raters_per_comparison, "")
 
     @admin.display(description="time left")
     def time_left(self, obj: Experiment) -> str:
-        return time_left_text(obj, experiment_progress(obj))
+        return time_left_text(obj, experiment_progress(obj), speed=False)
 
     @admin.display(description="progress")
     def progress(self, obj: Experiment) -> str:

@@ -148,6 +148,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(f"Depth Arena is running: open http://{host}:{port}/  (Ctrl-C stops it)"),
             )
+            self.stdout.write("Forgot the demo passwords? python manage.py reset_passwords admin rater")
             self.stdout.flush()
             crashed: list[str] = []
             while not stopping and not crashed:
