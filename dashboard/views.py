@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import analysis, charts, exports, selectors, services, textdiff
+from dashboard import analysis, automatic, charts, exports, selectors, services, textdiff
 from dashboard.models import Rating, RatingSession
 from dashboard.permissions import RATE, VIEW_RESULTS
 from dashboard.selectors import can_view_results
@@ -192,6 +192,7 @@ def results(request: HttpRequest, experiment_id: int) -> HttpResponse:
         "query": urlencode([*exclusions.query_items(), *chosen_pair]),
         "exclusion_query": urlencode(exclusions.query_items()),
         "poll_seconds": analysis.poll_seconds(),
+        "automatic": automatic.for_page(experiment, for_page.stored),
     }
     template = "dashboard/results.html#live" if request.htmx else "dashboard/results.html"
     return render(request, template, context)

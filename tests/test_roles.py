@@ -36,6 +36,7 @@ AUDIENCE = {
     "undo_vote": ("POST", RATERS),
     "results_list": ("GET", RESULTS),
     "results": ("GET", RESULTS),
+    "follow_up": ("POST", STAFF),
     "export_votes": ("GET", RESULTS),
     "export_aggregates": ("GET", RESULTS),
     "jobs": ("GET", STAFF),
