@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import research_views, views
+from dashboard import research_views, views, views_followup
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("rate/<str:token>/flag/", views.flag, name="flag"),
     path("results/", views.results_list, name="results_list"),
     path("results/<int:experiment_id>/", views.results, name="results"),
+    path("results/<int:experiment_id>/follow-up/", views_followup.follow_up, name="follow_up"),
     path("results/<int:experiment_id>/votes.csv", views.export_votes, name="export_votes"),
     path("results/<int:experiment_id>/aggregates.csv", views.export_aggregates, name="export_aggregates"),
     path("results/<int:experiment_id>/outputs.jsonl", views.export_outputs, name="export_outputs"),
