@@ -1,9 +1,21 @@
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
 
 from dashboard import research_views, views, views_followup
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # A one-time link from an invitation (dashboard.raters): choose a password, then logged in.
+    path(
+        "accounts/set-password/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(
+            template_name="registration/set_password.html",
+            post_reset_login=True,
+            post_reset_login_backend="django.contrib.auth.backends.ModelBackend",
+            success_url=reverse_lazy("home"),
+        ),
+        name="set_password",
+    ),
     path("rate/", views.rate, name="rate"),
     path("rate/session/start/", views.session_start, name="session_start"),
     path("rate/session/pause/", views.session_pause, name="session_pause"),
