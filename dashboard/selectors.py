@@ -80,10 +80,13 @@ class ResultsForPage:
 
 
 def results_fingerprint(experiment: Experiment) -> tuple:
-    """What an experiment's results are computed from, read cheaply: its votes, flags and outputs."""
+    """What an experiment's results are computed from, read cheaply: its votes, flags and their reviews,
+    and its outputs."""
     votes = Rating.objects.filter(comparison__experiment=experiment).aggregate(n=Count("pk"), last=Max("pk"))
     comparisons = Comparison.objects.filter(experiment=experiment).aggregate(
-        ready=Count("pk", filter=Q(ready_at__isnull=False)), flags=Coalesce(Sum("flag_count"), 0)
+        ready=Count("pk", filter=Q(ready_at__isnull=False)),
+        flags=Coalesce(Sum("flag_count"), 0),
+        reviewed=Max("flag_reviewed_at"),
     )
     outputs = Generation.objects.filter(experiment=experiment).aggregate(
         done=Count("pk", filter=Q(status=Generation.Status.DONE)), last=Max("finished_at")
