@@ -196,13 +196,15 @@ class Command(BaseCommand):
                     else ("fine, but long-winded" if n % 7 == 0 else ""),
                     '{"clarity": "left"}' if n % 5 == 0 else "{}",
                     5.0 + n % 40,
+                    0.0,
                     n % 50 == 0,
                     None,
                     start + timedelta(milliseconds=n),
                 )
 
         columns = (
-            "comparison_id, rater_id, verdict, comment, criteria, seconds, too_fast, gold_correct, created_at"
+            "comparison_id, rater_id, verdict, comment, criteria, seconds, away_seconds, too_fast,"
+            " gold_correct, created_at"
         )
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
