@@ -82,6 +82,11 @@ def _token_nll(loaded: LoadedModel, rows: list[list[int]]) -> list[Any]:
         else:
             hidden, head = None, None
             logits_all = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        if head is not None and len(rows) * width * head.out_features <= LOGIT_CHUNK * head.out_features * 8:
+            # Small batches: one vocabulary projection for all rows, no per-row loop.
+            log_p = torch.log_softmax(head(hidden[:, :-1]).float(), dim=-1)
+            nll = -log_p.gather(-1, input_ids[:, 1:, None])[..., 0].cpu()
+            return [nll[row, : len(ids) - 1] for row, ids in enumerate(rows)]
         result = []
         for row, ids in enumerate(rows):
             n = len(ids)
@@ -96,6 +101,21 @@ def _token_nll(loaded: LoadedModel, rows: list[list[int]]) -> list[Any]:
     return result
 
 
+def _batches(items: list, batch_size: int, batch_tokens: int) -> list[list]:
+    """Consecutive runs of items (longest first) within the row and padded-token budgets."""
+    batches: list[list] = []
+    for item in items:
+        if (
+            batches
+            and len(batches[-1]) < batch_size
+            and len(batches[-1][0][1]) * (len(batches[-1]) + 1) <= batch_tokens
+        ):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
 def score_texts(
     loaded: LoadedModel,
     *,
@@ -103,11 +123,14 @@ def score_texts(
     depth: DepthPolicy,
     context: ContextConfig,
     batch_size: int = 8,
+    batch_tokens: int = 2048,
     max_tokens: int | None = None,
 ) -> list[Scored]:
     """Score every text under one arm; results in text order, a text that cannot be scored with its error.
 
-    max_tokens: longest text scored (default: the arm's window); a longer one is reported, never cut.
+    A batch holds at most batch_size texts and batch_tokens padded positions (a long text goes alone: padding
+    and attention cost grow with the widest row). max_tokens: longest text scored (default: the arm's
+    window); a longer one is reported, never cut.
     """
     architecture = loaded.architecture
     depth.validate(architecture.num_experts)
@@ -132,8 +155,7 @@ def score_texts(
         for k, items in groups.items():
             with apply_depth(loaded, k=k, dynamic=depth if k is None else None):
                 items.sort(key=lambda item: -len(item[1]))  # similar lengths share a batch: little padding
-                for start in range(0, len(items), batch_size):
-                    batch = items[start : start + batch_size]
+                for batch in _batches(items, batch_size, batch_tokens):
                     began = time.perf_counter()
                     nlls = _token_nll(loaded, [ids for _, ids, _ in batch])
                     seconds = (time.perf_counter() - began) / len(batch)
