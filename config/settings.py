@@ -324,6 +324,9 @@ ENGINE_BATCH_SIZE = env_int("DEPTH_ARENA_BATCH_SIZE", 16, minimum=1)
 # more threads mostly wait on each other; a GPU worker barely uses the CPU. 0 leaves torch's default.
 ENGINE_CPU_THREADS = env_int("DEPTH_ARENA_CPU_THREADS", 1, minimum=0)
 
+# Largest prompt or category file an import reads (MB); a larger one is refused before parsing.
+MAX_UPLOAD_MB = env_int("DEPTH_ARENA_MAX_UPLOAD_MB", 10, minimum=1)
+
 # Raters.
 LEASE_SECONDS = env_int("DEPTH_ARENA_LEASE_SECONDS", 600, minimum=10)
 

@@ -18,6 +18,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from dashboard import qualification
 from dashboard.models import Lease, RaterProfile, Rating, RatingSession
 from evaluator import events
 from evaluator.models import CRITERIA, Comparison, Experiment
@@ -54,6 +55,7 @@ class ComparisonPage:
     guidelines: str
     criteria: tuple[tuple[str, str], ...]
     min_seconds: float  # the reading time the experiment asks for before a vote
+    qualification: bool  # a check of the qualification round
 
     @classmethod
     def of(cls, comparison: Comparison) -> "ComparisonPage":
@@ -69,6 +71,7 @@ class ComparisonPage:
             guidelines=experiment.guidelines,
             criteria=tuple((name, CRITERIA[name]) for name in experiment.criteria or () if name in CRITERIA),
             min_seconds=experiment.min_seconds_per_vote,
+            qualification=comparison.qualification,
         )
 
 
@@ -100,11 +103,12 @@ def _open_leases(now) -> Q:
 def rateable_experiments(*, rater: AbstractBaseUser) -> list[Experiment]:
     """Experiments whose comparisons `rater` may be handed, highest priority first (of equal ones the
     older first); a rater limited to some experiments gets only those."""
-    experiments = Experiment.objects.filter(status=Experiment.Status.SCHEDULED).order_by("-priority", "pk")
-    allowed = RaterProfile.experiments.through.objects.filter(raterprofile__user=rater)
-    if allowed.exists():
-        experiments = experiments.filter(pk__in=allowed.values("experiment_id"))
-    return list(experiments)
+    limits = RaterProfile.experiments.through.objects.filter(raterprofile__user=rater)
+    return list(
+        Experiment.objects.filter(status=Experiment.Status.SCHEDULED)
+        .filter(~Exists(limits) | Exists(limits.filter(experiment=OuterRef("pk"))))
+        .order_by("-priority", "pk")
+    )
 
 
 def rateable_comparisons(*, rater: AbstractBaseUser, experiment: Experiment, now):
@@ -115,6 +119,10 @@ def rateable_comparisons(*, rater: AbstractBaseUser, experiment: Experiment, now
     never held it. The order follows the index `comparison_hand_out`, so the database stops at the first
     comparison that qualifies instead of weighing them all.
     """
+    # The qualification round (dashboard.qualification): while it lasts for this rater, only its checks.
+    checks = qualification.checks_for(rater=rater, experiment=experiment)
+    if checks is not None:
+        return checks
     k = experiment.raters_per_comparison
     open_leases = (
         Lease.objects.filter(_open_leases(now), comparison=OuterRef("pk"))
@@ -125,7 +133,7 @@ def rateable_comparisons(*, rater: AbstractBaseUser, experiment: Experiment, now
     )
     return (
         Comparison.objects.ready()
-        .filter(experiment=experiment, ratings_count__lt=k)
+        .filter(experiment=experiment, qualification=False, ratings_count__lt=k)
         .exclude(Exists(Lease.objects.filter(comparison=OuterRef("pk"), rater=rater)))
         .annotate(open_leases=Coalesce(Subquery(open_leases), 0))
         .filter(open_leases__lt=k - F("ratings_count"))
@@ -152,7 +160,8 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
             for _ in range(PICK_ATTEMPTS):
                 comparison = (
                     rateable_comparisons(rater=rater, experiment=experiment, now=now)
-                    .select_for_update(skip_locked=True)
+                    .select_related("experiment", "prompt", "left", "right")
+                    .select_for_update(skip_locked=True, of=("self",))
                     .first()
                 )
                 if comparison is None:
@@ -170,8 +179,11 @@ def next_comparison(*, rater: AbstractBaseUser) -> Assignment | None:
                     held = _held_lease(rater, now)
                     return Assignment(lease_id=held.pk, page=_page(held.comparison_id)) if held else None
                 taken = Lease.objects.filter(_open_leases(now), comparison=comparison).count()
-                if comparison.ratings_count + taken <= experiment.raters_per_comparison:
-                    return Assignment(lease_id=lease.pk, page=_page(comparison.pk))
+                if (
+                    comparison.qualification  # every rater answers each check: no k
+                    or comparison.ratings_count + taken <= experiment.raters_per_comparison
+                ):
+                    return Assignment(lease_id=lease.pk, page=ComparisonPage.of(comparison))
                 lease.delete()
     return None
 
@@ -251,8 +263,9 @@ def submit_rating(
         _check_open(lease, now)
         experiment = comparison.experiment
         cleaned = _clean_criteria(experiment.criteria or [], criteria or {})
+        # Every rater answers each qualification check: k does not apply to them.
         counted = Comparison.objects.filter(
-            pk=comparison.pk, ratings_count__lt=experiment.raters_per_comparison
+            Q(ratings_count__lt=experiment.raters_per_comparison) | Q(qualification=True), pk=comparison.pk
         ).update(ratings_count=F("ratings_count") + 1)
         if not counted:
             raise RatingError("This comparison has all the votes it needs: take the next one.")
@@ -280,7 +293,7 @@ def submit_rating(
         if (
             session is not None
             and session.paused_at is None
-            and session_summary(session).done >= session.target
+            and Rating.objects.filter(session=session).count() >= session.target
         ):
             session.ended_at = now
             session.save(update_fields=["ended_at"])

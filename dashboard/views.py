@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import analysis, automatic, charts, exports, selectors, services, textdiff
+from dashboard import analysis, automatic, charts, exports, qualification, selectors, services, textdiff
 from dashboard.models import Rating, RatingSession
 from dashboard.permissions import RATE, VIEW_RESULTS
 from dashboard.selectors import can_view_results
@@ -47,8 +47,11 @@ def _rating_context(request: HttpRequest, *, error: str = "") -> dict:
     if assignment is not None:
         page = assignment.page
         context["page"] = page
+        context["qualification"] = qualification.progress(rater=request.user, comparison=page)
         context["team"] = selectors.team_progress(page.experiment_id, page.raters_per_comparison)
         context["diff"] = textdiff.highlight(page.left_text, page.right_text)
+    else:
+        context["qualification_messages"] = qualification.failed_messages(rater=request.user)
     return context
 
 

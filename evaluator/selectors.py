@@ -62,7 +62,10 @@ def experiment_progress(experiment: Experiment) -> Progress:
         )
         .order_by()
     )
-    comparisons = Comparison.objects.filter(experiment=experiment, is_identical=False).aggregate(
+    # Qualification checks are answered by every rater, outside the k votes a comparison needs.
+    comparisons = Comparison.objects.filter(
+        experiment=experiment, is_identical=False, qualification=False
+    ).aggregate(
         total=Count("pk"),
         ready=Count("pk", filter=Q(ready_at__isnull=False)),
         votes=Coalesce(Sum("ratings_count"), 0),

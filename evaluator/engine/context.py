@@ -76,6 +76,11 @@ class ContextConfig:
             raise ValueError(
                 f"YaRN needs a factor above 1 (e.g. 4), got {self.factor:g}; factor 1 is 'native'"
             )
+        if self.factor > MAX_YARN_FACTOR:
+            raise ValueError(
+                f"A YaRN factor of {self.factor:g} is beyond what any model is extended by: use at most "
+                f"{MAX_YARN_FACTOR} (Qwen3 documents 4)"
+            )
         if self.input_budget is not None:
             limit = window(arch, self)
             if not 1 <= self.input_budget < limit:
@@ -86,6 +91,9 @@ class ContextConfig:
 
     def key(self) -> tuple[str, float]:
         return (self.kind, self.factor)
+
+
+MAX_YARN_FACTOR = 64
 
 
 def window(arch: Architecture, cfg: ContextConfig) -> int:
