@@ -54,6 +54,8 @@ def test_validation_says_what_to_change() -> None:
         ContextConfig("native", 2.0).validate(QWEN3_30B)
     with pytest.raises(ValueError, match="factor above 1"):
         ContextConfig.yarn(1).validate(QWEN3_30B)
+    with pytest.raises(ValueError, match="use at most 64"):
+        ContextConfig.yarn(1e308).validate(QWEN3_30B)
     with pytest.raises(ValueError, match="between 1 and 32767 tokens"):
         ContextConfig.native(input_budget=40_000).validate(QWEN3_30B)
     with pytest.raises(ValueError, match="Unknown context kind 'rope'"):
