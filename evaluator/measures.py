@@ -24,7 +24,7 @@ class OutputMeasures:
 
 
 def repetition(tokens: Sequence[int], n: int = REPETITION_N) -> float:
-    """Share of the n-grams that repeat an earlier n-gram of the same sequence (0 with fewer than n tokens)."""
+    """Share of the n-grams repeating an earlier n-gram of the same sequence (0 with fewer than n tokens)."""
     total = len(tokens) - n + 1
     if total <= 0:
         return 0.0

@@ -1,8 +1,8 @@
 """Reference answers: whether an output gives a prompt's expected answer, by one of four rules.
 
-A base model continues text: after "Answer:" it writes the answer and then keeps going ("...1653.\n\nQuestion:
-..."). The answer is therefore the output's first non-empty line, and every rule looks at that line only, so an
-output does not pass by listing every number of the document.
+A base model continues text: after "Answer:" it writes the answer and then keeps going ("1653.\n\nQuestion:
+..."). The answer is therefore the output's first non-empty line, and every rule looks at that line only, so
+an output does not pass by listing every number of the document.
 
 - exact: the line equals the reference, ignoring case, surrounding spaces and punctuation, and inner runs of
   white space.
