@@ -28,7 +28,11 @@ def ensure_demo_data(*, checkpoint_path: Path) -> Experiment:
             Prompt.objects.get_or_create(
                 category=categories[item["category"]],
                 text=item["text"],
-                defaults={"tags": item.get("tags", [])},
+                defaults={
+                    "tags": item.get("tags", []),
+                    "reference_answer": item.get("reference_answer", ""),
+                    "scoring_rule": item.get("scoring_rule", "contains"),
+                },
             )
         checkpoint = Checkpoint.objects.filter(name="tiny-moe").first()
         if checkpoint is None:
