@@ -9,6 +9,7 @@ routing of its outputs, summed per arm and category for the heatmaps.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,24 +66,33 @@ def poll_seconds() -> int:
 
 @dataclass(frozen=True)
 class Exclusions:
-    """Which votes the results leave out. Defaults: failed-gold raters and flagged comparisons."""
+    """Which votes the results count. Defaults (those of ``stats.summarize`` too): leave out failed-gold
+    raters and flagged comparisons, keep too-fast votes (counted and shown); identical outputs are counted
+    apart, not as ties."""
 
     gold_failed: bool = True
     too_fast: bool = False
     flagged: bool = True
+    identical_as_ties: bool = False  # count each comparison with identical outputs as k ties in the scores
 
     @classmethod
     def from_query(cls, query: QueryDict) -> Exclusions:
-        """``?exclusions=chosen&exclude=flagged…`` from the page's form; without the marker, the defaults."""
+        """``?exclusions=chosen&exclude=flagged…&identical=ties`` from the page's form; without the marker,
+        the defaults."""
         if "exclusions" not in query:
             return cls()
         chosen = set(query.getlist("exclude"))
-        return cls(**{reason: reason in chosen for reason in REASONS})
+        return cls(
+            **{reason: reason in chosen for reason in REASONS},
+            identical_as_ties=query.get("identical") == "ties",
+        )
 
     def query_items(self) -> list[tuple[str, str]]:
+        """The options as query items; they also key the cached results (selectors.results_for_page)."""
         if self == Exclusions():
             return []
-        return [("exclusions", "chosen")] + [("exclude", r) for r in REASONS if getattr(self, r)]
+        items = [("exclusions", "chosen")] + [("exclude", r) for r in REASONS if getattr(self, r)]
+        return items + ([("identical", "ties")] if self.identical_as_ties else [])
 
     def as_kwargs(self) -> dict[str, bool]:
         return {f"exclude_{reason}": getattr(self, reason) for reason in REASONS}
@@ -186,10 +196,12 @@ def experiment_votes(experiment: Experiment, arms: list[Arm], categories: list[C
             "comparison__right__variant_id",
             "comparison__prompt_id",
             "comparison__prompt__category_id",
+            "comparison__left_id",
+            "comparison__right_id",
         )
     )
-    verdict, rater, too_fast, flags, left, right, prompt, category = (
-        zip(*rows, strict=True) if rows else [()] * 8
+    verdict, rater, too_fast, flags, left, right, prompt, category, left_output, right_output = (
+        zip(*rows, strict=True) if rows else [()] * 10
     )
     rater_ids = _ints(rater)
     arrays = {
@@ -202,6 +214,8 @@ def experiment_votes(experiment: Experiment, arms: list[Arm], categories: list[C
         "gold_failed": np.isin(rater_ids, sorted(failed)),
         "too_fast": np.array(too_fast, dtype=bool),
         "flagged": np.array(flags, dtype=bool),
+        "left_output": _ints(left_output),
+        "right_output": _ints(right_output),
     }
     gold_votes = sum(seen for seen, _ in record.values())
     return Votes(arrays=arrays, gold_votes=gold_votes, gold_record=record, gold_failed_raters=failed)
@@ -209,6 +223,111 @@ def experiment_votes(experiment: Experiment, arms: list[Arm], categories: list[C
 
 def _ints(values) -> np.ndarray:
     return np.fromiter(values, np.int64)
+
+
+# --------------------------------------------------------------------- length, markdown, identical outputs
+
+
+MARKDOWN_ELEMENT = re.compile(r"^\s{0,3}(#{1,6}\s|[-*+]\s|\d+[.)]\s|```|>)|\*\*[^*\n]+\*\*", re.M)
+
+
+def markdown_elements(text: str) -> int:
+    """Headings, list items, code fences, quotes and bold spans: the markdown Chatbot Arena's style control
+    counts."""
+    return len(MARKDOWN_ELEMENT.findall(text))
+
+
+def output_styles(experiment: Experiment) -> dict[int, tuple[int, int]]:
+    """Per finished output: its new tokens and its markdown elements (one query, texts read once)."""
+    done = Generation.objects.filter(experiment=experiment, status=Generation.Status.DONE)
+    return {
+        pk: (tokens or 0, markdown_elements(text))
+        for pk, tokens, text in done.values_list("pk", "new_tokens", "text")
+    }
+
+
+def add_styles(arrays: dict[str, np.ndarray], styles: dict[int, tuple[int, int]]) -> None:
+    """Each vote's two outputs' lengths and markdown counts, in the stats convention."""
+    for side in ("left", "right"):
+        found = [styles.get(pk, (0, 0)) for pk in arrays[f"{side}_output"].tolist()]
+        arrays[f"{side}_length"] = np.array([tokens for tokens, _ in found], dtype=float)
+        arrays[f"{side}_markdown"] = np.array([marks for _, marks in found], dtype=float)
+
+
+@dataclass(frozen=True)
+class Identical:
+    """Comparisons of one pair of arms in one category (or all) whose two outputs were the same text."""
+
+    first: Arm
+    second: Arm
+    identical: int
+    comparisons: int  # all ready comparisons of the pair, identical or not
+
+    @property
+    def share(self) -> float:
+        return self.identical / self.comparisons if self.comparisons else 0.0
+
+
+def identical_outputs(
+    experiment: Experiment, arms: list[Arm], categories: list[Category]
+) -> tuple[dict[int | None, list[Identical]], dict[str, np.ndarray]]:
+    """Per category id (None: all): how often each pair of arms wrote the same text; and those comparisons
+    as tie votes in the stats convention (one per rater the experiment asks for), for "count as ties".
+
+    Identical outputs are never shown to raters, so no vote records them; the comparison row does.
+    """
+    arm_index = {arm.pk: arm.index for arm in arms}
+    category_index = {c.pk: i for i, c in enumerate(categories)}
+    rows = list(
+        Comparison.objects.filter(experiment=experiment, gold_side="", ready_at__isnull=False).values_list(
+            "pk",
+            "is_identical",
+            "left__variant_id",
+            "right__variant_id",
+            "prompt_id",
+            "prompt__category_id",
+            "left_id",
+            "right_id",
+        )
+    )
+    tally: dict[tuple[int | None, int, int], list[int]] = {}
+    ties: list[tuple[int, int, int, int, int, int, int]] = []
+    for pk, same, left, right, prompt, category, left_output, right_output in rows:
+        a, b = sorted((arm_index[left], arm_index[right]))
+        for key in ((category, a, b), (None, a, b)):
+            counts = tally.setdefault(key, [0, 0])
+            counts[0] += same
+            counts[1] += 1
+        if same:
+            ties.append(
+                (
+                    pk,
+                    arm_index[left],
+                    arm_index[right],
+                    prompt,
+                    category_index[category],
+                    left_output,
+                    right_output,
+                )
+            )
+    by_category: dict[int | None, list[Identical]] = {}
+    for (category, a, b), (same, total) in sorted(tally.items(), key=lambda item: (item[0][1], item[0][2])):
+        by_category.setdefault(category, []).append(Identical(arms[a], arms[b], same, total))
+    k = max(1, experiment.raters_per_comparison)
+    columns = list(zip(*ties, strict=True)) if ties else [()] * 7
+    pk, left, right, prompt, category, left_output, right_output = (np.repeat(_ints(c), k) for c in columns)
+    as_ties = {
+        "left": left,
+        "right": right,
+        "outcome": np.full(len(left), stats.TIE),
+        "prompt": prompt,
+        # Each comparison its own stand-in rater: nobody voted; the outputs' sameness is one fact.
+        "rater": -pk,
+        "category": category,
+        "left_output": left_output,
+        "right_output": right_output,
+    }
+    return by_category, as_ties
 
 
 # --------------------------------------------------------------------------- cost and routing
@@ -309,6 +428,9 @@ class ArmRow:
     ties: int
     both_bad: int
     cost: Cost
+    lc_score: float | None = None  # length-controlled (style control) score and interval
+    lc_ci_low: float | None = None
+    lc_ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +461,20 @@ class Group:
     alpha: float | None
     agreement: dict[int, float]  # rater id → agreement with the majority of the others
     routing: dict[int, Routing] = field(default_factory=dict)  # arm index → routing
+    identical: list[Identical] = field(default_factory=list)  # per pair of arms: outputs that were the same
+    identical_as_ties: int = 0  # tie votes standing for identical outputs, when counted
+    length_controlled: dict[str, Any] | None = None  # stats' style-control part: verdict, effects, note
+
+    @property
+    def lc_verdict_line(self) -> str:
+        if not self.length_controlled:
+            return ""
+        message = self.length_controlled["verdict"]["message"]
+        return message[0].upper() + message[1:] + "."
+
+    @property
+    def length_effect(self) -> dict[str, float] | None:
+        return (self.length_controlled or {}).get("effects", {}).get("length")
 
     @property
     def head_to_head(self) -> list[tuple[Arm, list[Cell | None]]]:
@@ -388,6 +524,15 @@ class ExperimentResults:
     def overall(self) -> Group:
         return self.groups[0]
 
+    @property
+    def min_decisive(self) -> int:
+        return stats.MIN_DECISIVE
+
+    @property
+    def error_rate(self) -> str:
+        """The chance of any false verdict the page guarantees, as a percentage."""
+        return f"{stats.ALPHA:.0%}"
+
 
 def experiment_results(
     experiment: Experiment, *, exclusions: Exclusions | None = None, n_rounds: int | None = None
@@ -402,7 +547,14 @@ def experiment_results(
     keep, counts = stats.apply_exclusions(
         a["gold_failed"], a["too_fast"], a["flagged"], **exclusions.as_kwargs()
     )
-    kept = {name: a[name][keep] for name in ("left", "right", "outcome", "prompt", "rater", "category")}
+    identical, as_ties = identical_outputs(experiment, arms, categories)
+    names = ("left", "right", "outcome", "prompt", "rater", "category", "left_output", "right_output")
+    kept = {name: a[name][keep] for name in names}
+    judged = len(kept["left"])
+    if exclusions.identical_as_ties:
+        kept = {name: np.concatenate([kept[name], as_ties[name]]) for name in names}
+    kept["pseudo"] = np.arange(len(kept["left"])) >= judged
+    add_styles(kept, output_styles(experiment))
     summary = _summarize(kept, arms, len(categories), n_rounds)
     costs = experiment_costs(experiment)
     routing = experiment_routing(experiment)
@@ -415,6 +567,10 @@ def experiment_results(
         _group(key, title, part, kept, mask, arms, category_id, costs, routing)
         for (key, title, category_id, mask), part in zip(keys, parts, strict=True)
     ]
+    for group, (_, _, category_id, mask) in zip(groups, keys, strict=True):
+        group.identical = identical.get(category_id, [])
+        group.identical_as_ties = int((mask & kept["pseudo"]).sum())
+        group.n_votes -= group.identical_as_ties
     return ExperimentResults(
         arms=arms,
         categories=categories,
@@ -465,8 +621,10 @@ def _group(
     ties = np.bincount(left[undecided], minlength=n) + np.bincount(right[undecided], minlength=n)
     both = outcome == stats.BOTH_BAD
     both_bad = np.bincount(left[both], minlength=n) + np.bincount(right[both], minlength=n)
-    table = stats.win_rate_matrix(left, right, outcome, n) if n >= 2 else None
+    prompt, rater = kept["prompt"][mask], kept["rater"][mask]
+    table = stats.win_rate_matrix(left, right, outcome, n, prompt=prompt, rater=rater) if n >= 2 else None
     matrix = [[None if i == j or table is None else _cell(table, i, j) for j in range(n)] for i in range(n)]
+    controlled = part["length_controlled"] if part else None
     rows = []
     for arm in arms:
         i = arm.index
@@ -485,9 +643,12 @@ def _group(
                 ties=int(ties[i]),
                 both_bad=int(both_bad[i]),
                 cost=costs.get((arm.pk, category_id), Cost()),
+                lc_score=_value(controlled, "scores", i),
+                lc_ci_low=_value(controlled, "ci_low", i),
+                lc_ci_high=_value(controlled, "ci_high", i),
             )
         )
-    empty_verdict = {"leader": None, "winner": None, "separated": False, "votes_needed": None}
+    empty_verdict = {"leader": None, "winner": None, "declared": False, "votes_needed": None}
     return Group(
         key=key,
         title=title,
@@ -498,6 +659,7 @@ def _group(
         rows=rows,
         matrix=matrix,
         position_bias=part["position_bias"] if part else stats.position_bias(outcome),
+        length_controlled=controlled,
         alpha=part["krippendorff_alpha"] if part else None,
         agreement=part["rater_agreement"] if part else {},
         routing={

@@ -73,11 +73,16 @@ def test_each_category_gets_a_verdict_and_a_scores_table(client, viewer, decided
         part = section(html, key)
         text = plain(part)
         assert title in text
-        assert "k=4 is preferred: its interval clears k=1's." in text
+        assert "Length controlled:" in text
+        if key == "overall":
+            assert re.search(r"k=4 is preferred to k=1: \d+ points ahead \(95% interval \d+ to \d+\)\.", text)
+        else:
+            assert "No clear winner yet: k=4 leads k=1" in text
         assert "fixed k=4, native context" in text  # results viewers see what each arm is
         for heading in (
             "Score",
             "95% interval",
+            "Length-controlled score",
             "Rank",
             "Win rate",
             "Votes",
@@ -90,12 +95,22 @@ def test_each_category_gets_a_verdict_and_a_scores_table(client, viewer, decided
         assert rows == ["k=4", "k=1"]  # best first
 
 
+def test_the_page_states_the_error_rate_it_guarantees(client, viewer, decided):
+    client.force_login(viewer)
+    text = plain(page(client, decided))
+    assert "however often this page is read, and across all 3 sections together" in text
+    assert "the chance of any false verdict is at most 5%" in text
+    assert "at least 10 decisive votes between them" in text
+
+
 def test_an_undecided_category_says_how_many_votes_are_still_needed(client, viewer, experiment):
     bulk_votes(experiment, make_raters(4), prefer="k=4", share=0.55, otherwise="k=1")
     client.force_login(viewer)
     text = plain(section(page(client, experiment), "overall"))
-    assert "No clear winner yet" in text
-    assert re.search(r"about \d+ more votes needed|are level", text)
+    assert "No clear winner yet" in text or "Not enough votes yet" in text
+    assert re.search(
+        r"about \d+ more votes here give a 80% chance of a verdict|are level|a verdict needs", text
+    )
 
 
 def test_the_head_to_head_table_shows_rates_intervals_and_counts(client, viewer, decided):
@@ -111,7 +126,7 @@ def test_position_bias_and_agreement_are_reported(client, viewer, decided):
     client.force_login(viewer)
     text = plain(section(page(client, decided), "overall"))
     assert re.search(r"the left side \(A\) won \d+% of \d+ decisive votes", text)
-    assert re.search(r"Krippendorff’s α\): -?\d\.\d\d", text)
+    assert re.search(r"numbered\): -?\d\.\d\d", text)
 
 
 def test_raters_appear_under_pseudonyms_only(client, viewer, decided):
