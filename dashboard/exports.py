@@ -26,7 +26,9 @@ from dashboard import stats
 from dashboard.analysis import (
     OVERALL,
     REASONS,
+    ArmRow,
     Exclusions,
+    Group,
     experiment_arms,
     experiment_categories,
     experiment_results,
@@ -92,6 +94,24 @@ AGGREGATE_COLUMNS = [
     "votes_counted",
     "votes_excluded",
     "excluded",
+    "lc_score",  # length-controlled (style control): score and 95% interval
+    "lc_ci_low",
+    "lc_ci_high",
+    "identical_outputs",  # this arm's comparisons in the category whose two outputs were the same text
+    "comparisons",  # this arm's ready comparisons in the category, identical or not
+    "identical_as_ties",  # 1 when identical outputs counted as ties in the scores
+    "verdict",  # the group's verdict: the preferred arm, empty when none
+    "leader",
+    "runner_up",
+    "difference",  # leader − runner-up, score points, with its 95% interval
+    "difference_low",
+    "difference_high",
+    "p_adjusted",  # anytime-valid, Holm-adjusted across the experiment's groups
+    "votes_needed",
+    "lc_verdict",  # the verdict under length control
+    "length_effect_points",  # points for an answer twice as long as the other, with its 95% interval
+    "length_effect_low",
+    "length_effect_high",
 ]
 
 
@@ -307,7 +327,39 @@ def aggregate_rows(experiment: Experiment, *, exclusions: Exclusions | None = No
                 results.counts["kept"],
                 results.counts["excluded"],
                 excluded,
+                *_length_controlled(row),
+                *_identical(group, row.arm.index),
+                1 if results.exclusions.identical_as_ties else 0,
+                *_verdict_cells(group),
             ]
+
+
+def _length_controlled(row: ArmRow) -> list[object]:
+    return [_rounded(row.lc_score, 1), _rounded(row.lc_ci_low, 1), _rounded(row.lc_ci_high, 1)]
+
+
+def _identical(group: Group, arm_index: int) -> list[int]:
+    pairs = [p for p in group.identical if arm_index in (p.first.index, p.second.index)]
+    return [sum(p.identical for p in pairs), sum(p.comparisons for p in pairs)]
+
+
+def _verdict_cells(group: Group) -> list[object]:
+    verdict, effect = group.verdict, group.length_effect or {}
+    controlled = (group.length_controlled or {}).get("verdict", {})
+    return [
+        safe_cell(verdict.get("winner") or ""),
+        safe_cell(verdict.get("leader") or ""),
+        safe_cell(verdict.get("runner_up") or ""),
+        _rounded(verdict.get("difference"), 1),
+        _rounded(verdict.get("difference_low"), 1),
+        _rounded(verdict.get("difference_high"), 1),
+        _rounded(verdict.get("p_adjusted"), 6),
+        "" if verdict.get("votes_needed") is None else verdict["votes_needed"],
+        safe_cell(controlled.get("winner") or ""),
+        _rounded(effect.get("points"), 1),
+        _rounded(effect.get("points_low"), 1),
+        _rounded(effect.get("points_high"), 1),
+    ]
 
 
 def _rounded(value: float | None, digits: int) -> float | str:

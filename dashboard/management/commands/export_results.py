@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard import exports
+from dashboard.analysis import Exclusions
 from evaluator.models import Experiment
 
 KINDS = ("votes", "aggregates", "outputs", "timeline")
@@ -34,6 +35,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--excel", action="store_true", help="Begin with a UTF-8 byte order mark (for spreadsheets)."
         )
+        parser.add_argument(
+            "--identical-as-ties",
+            action="store_true",
+            help="Aggregates: count comparisons whose two outputs are the same text as ties in the scores.",
+        )
 
     def handle(self, *args, experiment: str, kind: str, out: str | None, **options) -> None:
         found = find_experiment(experiment)
@@ -43,7 +49,12 @@ class Command(BaseCommand):
         if fmt == "parquet":
             self._write_parquet(found, out)
             return
-        chunks = self._chunks(found, kind, texts=options.get("texts", False))
+        chunks = self._chunks(
+            found,
+            kind,
+            texts=options.get("texts", False),
+            identical_as_ties=options.get("identical_as_ties", False),
+        )
         if options.get("excel"):
             chunks = exports.with_bom(chunks)
         if out is None:
@@ -59,14 +70,15 @@ class Command(BaseCommand):
         self.stderr.write(f"Wrote the {kind} of experiment {found.pk} ({found.name}) to {out}.")
 
     @staticmethod
-    def _chunks(experiment: Experiment, kind: str, *, texts: bool) -> Iterator[str]:
+    def _chunks(experiment: Experiment, kind: str, *, texts: bool, identical_as_ties: bool) -> Iterator[str]:
         if kind == "votes":
             return exports.votes_csv(experiment, texts=texts)
         if kind == "outputs":
             return exports.outputs_jsonl(experiment)
         if kind == "timeline":
             return exports.timeline_csv(experiment)
-        return exports.aggregates_csv(experiment)
+        # The aggregates carry verdicts, length-controlled scores and identical-output counts.
+        return exports.aggregates_csv(experiment, exclusions=Exclusions(identical_as_ties=identical_as_ties))
 
     def _write_parquet(self, experiment: Experiment, out: str | None) -> None:
         if out is None:
