@@ -441,65 +441,40 @@ def _poisson_weights(rng: np.random.Generator, n: int, n_rounds: int) -> np.ndar
 
 
 def _bootstrap_counts(
-    unit: np.ndarray,
-    pair: np.ndarray,
-    cls: np.ndarray,
-    n_pairs: int,
-    n_rounds: int,
-    rng: np.random.Generator,
-    rater: np.ndarray | None = None,
+    unit: np.ndarray, pair: np.ndarray, cls: np.ndarray, n_pairs: int, n_rounds: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """[n_rounds, n_pairs, 3] pair counts under a Poisson bootstrap over prompts (and raters, when given)."""
-    if rater is None:
-        rater_index, rater_weights = np.zeros(len(unit), np.int64), np.ones((1, n_rounds), np.uint8)
-    else:
-        raters, rater_index = np.unique(np.asarray(rater), return_inverse=True)
-        rater_weights = _poisson_weights(rng, len(raters), n_rounds)
-    totals = _resampled_totals(unit, rater_index.ravel(), pair * 3 + cls, n_pairs * 3, rng, rater_weights)
-    return totals.reshape(n_rounds, n_pairs, 3)
+    """[n_rounds, n_pairs, 3] pair counts under a Poisson bootstrap over units (prompts)."""
+    return _resampled_totals(unit, pair * 3 + cls, n_pairs * 3, n_rounds, rng).reshape(n_rounds, n_pairs, 3)
 
 
 def _resampled_totals(
-    prompt: np.ndarray,
-    rater: np.ndarray,
-    column: np.ndarray,
-    n_columns: int,
-    rng: np.random.Generator,
-    rater_weights: np.ndarray,
+    prompt: np.ndarray, column: np.ndarray, n_columns: int, n_rounds: int, rng: np.random.Generator
 ) -> np.ndarray:
     """[n_rounds, n_columns]: each round's weighted count of the votes in each column.
 
-    Two-way Poisson bootstrap (Owen & Eckles 2012, "bootstrapping data arrays of arbitrary order"): every
-    prompt and every rater gets an independent Poisson(1) weight per round, and a vote counts with the
-    product of its prompt's and its rater's weight. Votes that share a prompt, or a rater, move together,
-    so intervals account for both sources of correlation (the product weights err on the wide side by the
-    variance of single (prompt, rater) cells). ``rater`` indexes the rows of ``rater_weights``
-    ([raters, n_rounds]); prompts' weights are drawn here. Resampling prompts only: every rater index 0 and
-    rater weights of 1.
+    Every prompt gets an independent Poisson(1) weight per round (the Poisson bootstrap: the large-sample
+    equivalent of resampling prompts with replacement), and all its votes count with that weight, because
+    votes on one prompt are correlated. Raters enter through ``rater_inflation``.
     """
-    n_rounds = rater_weights.shape[1]
     out = np.zeros((n_columns, n_rounds))
     if len(prompt) == 0:
         return out.T
     prompts, prompt_idx = np.unique(np.asarray(prompt), return_inverse=True)
-    n_raters = len(rater_weights)
-    # Cells are (column, prompt, rater) with their vote counts, sorted by column: a chunk of cells then
-    # adds up into the few columns it spans.
-    n_units = len(prompts) * n_raters
-    unit = prompt_idx.ravel().astype(np.int64) * n_raters + np.asarray(rater, np.int64)
-    cells, count = np.unique(np.asarray(column, np.int64) * n_units + unit, return_counts=True)
-    cell_column, cell_unit = cells // n_units, cells % n_units
-    cell_prompt, cell_rater = cell_unit // n_raters, cell_unit % n_raters
-    prompt_weights = _poisson_weights(rng, len(prompts), n_rounds)
+    # Cells are (column, prompt) with their vote counts, sorted by column: a chunk of cells then adds up
+    # into the few columns it spans.
+    n_prompts = len(prompts)
+    cells, count = np.unique(
+        np.asarray(column, np.int64) * n_prompts + prompt_idx.ravel(), return_counts=True
+    )
+    cell_column, cell_prompt = cells // n_prompts, cells % n_prompts
+    weights_of_prompt = _poisson_weights(rng, n_prompts, n_rounds)
     single = bool((count == 1).all())
     for start in range(0, len(cells), _CHUNK):
         chunk = slice(start, start + _CHUNK)
-        # Integer arithmetic: the weights are small integers (a Poisson(1) draw stays below 24), so a product
-        # fits 16 bits and a chunk's sum 32 bits, exactly.
-        weights = prompt_weights[cell_prompt[chunk]].astype(np.uint16)
-        weights *= rater_weights[cell_rater[chunk]]
+        # Integer arithmetic: a Poisson(1) draw stays below 24, so a chunk's sums fit 32 bits exactly.
+        weights = weights_of_prompt[cell_prompt[chunk]]
         if not single:
-            weights *= count[chunk, None].astype(np.uint16)
+            weights = weights * count[chunk, None].astype(np.uint16)
         columns, first = np.unique(cell_column[chunk], return_index=True)
         out[columns] += np.add.reduceat(weights, first, axis=0, dtype=np.uint32)
     return out.T
@@ -550,17 +525,23 @@ def bootstrap_bt(
 ) -> BootstrapResult:
     """Bradley-Terry fit with percentile intervals for scores, ranks and ν from a cluster bootstrap.
 
-    Prompts, and raters when given, are resampled (Poisson weights, see _resampled_totals), not votes,
-    because votes on one prompt, or by one rater, are correlated. Each round is a weighted fit of
-    pair-outcome counts; all rounds are fitted at once by batched Newton, warm-started from the full-data
-    fit. An arm that loses all its votes in a round sits at the prior (the mean).
+    Prompts, not votes, are resampled (Poisson weights, see _resampled_totals), because votes on one prompt
+    are correlated; with ``rater`` the rounds are widened for raters' tastes (``rater_inflation``).
+    Each round is a weighted fit of pair-outcome counts; all rounds are fitted at once by batched Newton,
+    warm-started from the full-data fit. An arm that loses all its votes in a round sits at the prior (the
+    mean).
     """
     pair, cls = _pair_class(left, right, outcome, n_arms)
     n_pairs = n_arms * (n_arms - 1) // 2
     counts = _pair_counts(pair, cls, n_pairs)
     fit, design, x_full = _fit_counts(counts, n_arms, ties, ridge, max_iter, FIT_TOL)
-    rounds = _bootstrap_counts(np.asarray(prompt), pair, cls, n_pairs, n_rounds, _rng(seed), rater)
-    return _bootstrap_groups([(fit, design, x_full)], [rounds], n_arms, ridge, ci, max_iter, tol)[0]
+    rounds = _bootstrap_counts(np.asarray(prompt), pair, cls, n_pairs, n_rounds, _rng(seed))
+    inflation = None
+    if rater is not None:
+        inflation = [rater_inflation(left, right, outcome, np.asarray(prompt), np.asarray(rater), n_arms)]
+    return _bootstrap_groups([(fit, design, x_full)], [rounds], n_arms, ridge, ci, max_iter, tol, inflation)[
+        0
+    ]
 
 
 def _solve_rounds(
@@ -743,24 +724,24 @@ def clustered_design_effect(
         mean = np.bincount(group, y, n_groups) / n
     residual = y - np.nan_to_num(mean)[group]
 
-    def by(*keys: np.ndarray) -> np.ndarray:
-        _, cluster = np.unique(np.column_stack([group, *keys]), axis=0, return_inverse=True)
-        cluster = cluster.ravel()
-        sums = np.bincount(cluster, residual)
-        cluster_group = np.zeros(len(sums), np.int64)
-        cluster_group[cluster] = group
-        return np.bincount(cluster_group, sums * sums, n_groups)
+    def by(key: np.ndarray) -> np.ndarray:
+        """Per group: the sum over its clusters (equal key) of the squared sum of residuals."""
+        clusters, cluster = np.unique(group * (int(key.max()) + 1) + key, return_inverse=True)
+        sums = np.bincount(cluster.ravel(), residual, len(clusters))
+        return np.bincount(clusters // (int(key.max()) + 1), sums * sums, n_groups)
 
     if len(y) == 0:
         nothing = np.full(n_groups, np.nan)
         return nothing, nothing.copy(), np.ones(n_groups)
     independent = np.bincount(group, residual * residual, n_groups)
-    by_prompt = by(np.asarray(prompt))
+    prompt_key = np.unique(np.asarray(prompt), return_inverse=True)[1].ravel().astype(np.int64)
+    by_prompt = by(prompt_key)
     if rater is None:
         clustered = by_prompt
     else:
-        by_rater = by(np.asarray(rater))
-        both = by(np.asarray(prompt), np.asarray(rater))
+        rater_key = np.unique(np.asarray(rater), return_inverse=True)[1].ravel().astype(np.int64)
+        by_rater = by(rater_key)
+        both = by(prompt_key * (int(rater_key.max()) + 1) + rater_key)
         clustered = np.maximum.reduce([by_prompt + by_rater - both, by_prompt, by_rater])
     with np.errstate(invalid="ignore", divide="ignore"):
         deff = np.where(independent > 0, clustered / independent, 1.0)
@@ -879,6 +860,9 @@ def win_rate_matrix(
 ALPHA = 0.05  # the chance of any false verdict in an experiment: all its categories, however often read
 MIN_DECISIVE = 10  # decisive votes between leader and runner-up before any verdict
 POWER = 0.8  # the chance of a verdict that "votes needed" plans for
+# "Votes needed" is promised up to this many times the votes so far; beyond, the raters' share of the
+# variance, estimated from few votes, decides the number and no promise would be worth its name.
+MAX_PLAN_FACTOR = 20.0
 SIGN_PRIOR = 1.0  # Beta(a, a) mixture of the per-prompt sign test: uniform, Robbins' classical choice
 SEQUENTIAL_DESIGN_VOTES = 100  # the normal mixture is tightest near this many decisive votes
 _MIXTURE_SPREAD = 8.0  # nρ² at the design point: the boundary is within 10% of its best from n/4 to 10n
@@ -1038,9 +1022,9 @@ def votes_needed(
     the variance /f, the raters' part fixed; decisive votes ×f), the smallest f is found whose assurance
     (the chance of a verdict averaged over that posterior, O'Hagan & Stevens 2001) reaches ``power``, and
     at which the prompt share, shrunk alike, still passes the sign test at its lower power quantile. None
-    when no number of votes from these raters gets there. ``alpha`` is the level the
-    group's test must reach (α / number of groups plans for Holm's strictest step). ``simulate_study``
-    checks the promised power.
+    when the lead is nil or when no number up to MAX_PLAN_FACTOR times the votes so far gets there.
+    ``alpha`` is the level the group's test must reach (α / number of groups plans for Holm's strictest
+    step). ``simulate_study`` checks the promised power.
     """
     from scipy import stats as sps  # on first use: see the note on imports
 
@@ -1075,7 +1059,7 @@ def votes_needed(
         wins = n_prompts * share - z_power * math.sqrt(n_prompts * share * (1 - share))
         return _sign_log_evidence(wins, n_prompts) >= math.log(1 / alpha)
 
-    factors = np.geomspace(1.0, 1e4, 400)
+    factors = np.geomspace(1.0, MAX_PLAN_FACTOR, 200)
     passing = next((f for f in factors if enough(f)), None)
     if passing is None:
         return None
@@ -1155,6 +1139,11 @@ def _verdict(
         result["message"] = (
             f"not enough votes yet: {lead} and {second} have {found.n_decisive} decisive votes between them; "
             f"a verdict needs at least {MIN_DECISIVE}"
+        )
+    elif result["votes_needed"] is None and found.difference > found.se:
+        result["message"] = (
+            f"no clear winner yet: {lead} leads {second} by {found.difference:.0f} points ({interval}), "
+            f"too little to promise a verdict within {MAX_PLAN_FACTOR:.0f} times the votes so far"
         )
     elif result["votes_needed"] is None:
         result["message"] = f"no clear winner yet: {lead} and {second} are level ({interval})"
@@ -1546,12 +1535,9 @@ def summarize(
     rng = np.random.default_rng(seed)
     # Prompts are resampled (a prompt belongs to one category, so each category draws its prompts'
     # weights); raters enter through rater_inflation.
-    same_rater, unit_weights = np.zeros(len(prompt), np.int64), np.ones((1, n_rounds), np.uint8)
     row_rounds = [np.zeros((n_rounds, n_rows, 3))]
     for _, mask in groups[1:]:
-        totals = _resampled_totals(
-            prompt[mask], same_rater[mask], column[mask], n_rows * 3, rng, unit_weights
-        )
+        totals = _resampled_totals(prompt[mask], column[mask], n_rows * 3, n_rounds, rng)
         row_rounds.append(totals.reshape(n_rounds, n_rows, 3))
         row_rounds[0] += row_rounds[-1]
     raw_rounds = [np.einsum("rsc,sp->rpc", rounds, to_pairs) for rounds in row_rounds]
@@ -1819,9 +1805,9 @@ def bench(
         simulated["left_markdown"] = rng.poisson(1.0, len(simulated["left"]))
         simulated["right_markdown"] = rng.poisson(1.0, len(simulated["left"]))
     simulated = {key: array[:n_votes] for key, array in simulated.items()}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = summarize(simulated, n_arms=n_arms, n_categories=n_categories, n_rounds=n_rounds, seed=seed)
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "n_votes": n_votes,
         "n_arms": n_arms,
@@ -1831,5 +1817,7 @@ def bench(
         "n_prompts": len(np.unique(simulated["prompt"])),
         "n_raters": len(np.unique(simulated["rater"])),
         "total_s": total,
+        # CPU seconds of this process: the figure that holds when other work shares the machine's cores.
+        "cpu_s": cpu,
         "parts_s": summary["timings_s"],
     }

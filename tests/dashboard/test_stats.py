@@ -333,14 +333,14 @@ def test_a_real_difference_is_declared_and_a_tie_is_not() -> None:
 
 
 def test_votes_needed_grows_as_the_lead_shrinks() -> None:
-    base = stats.Contest(0, 1, 60.0, 5.0, 115.0, 28.0, 120, 400, 0.2, 0.1, 60, 0.6)
-    closer = stats.Contest(0, 1, 40.0, -15.0, 95.0, 28.0, 120, 400, 0.3, 0.3, 60, 0.57)
+    base = stats.Contest(0, 1, 70.0, 15.0, 125.0, 28.0, 120, 400, 0.2, 0.1, 60, 0.65)
+    closer = stats.Contest(0, 1, 60.0, 5.0, 115.0, 28.0, 120, 400, 0.3, 0.2, 60, 0.62)
     needed, more = (stats.votes_needed(c, alpha=0.0125) for c in (base, closer))
     assert needed is not None and more is not None and more > needed > 0
     level = stats.Contest(0, 1, 10.0, -45.0, 65.0, 28.0, 120, 400, 0.9, 0.9, 60, 0.5)
     assert stats.votes_needed(level, alpha=0.0125) is None
     # Raters whose own taste is half the variance: more votes from them cannot reach the promised power.
-    stuck = stats.Contest(0, 1, 40.0, -15.0, 95.0, 28.0, 120, 400, 0.3, 0.3, 60, 0.57, inflation=3.0)
+    stuck = stats.Contest(0, 1, 60.0, 5.0, 115.0, 28.0, 120, 400, 0.3, 0.2, 60, 0.62, inflation=3.0)
     assert stats.votes_needed(stuck, alpha=0.0125) is None
 
 
