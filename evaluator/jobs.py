@@ -8,6 +8,7 @@ takes it over when it is older (the holder is dead). A message delivered again u
 
 import logging
 import random
+import re
 import uuid
 from datetime import timedelta
 
@@ -178,16 +179,43 @@ def mark_ready_comparisons(*, experiment_id: int, generation_ids: list[int]) -> 
 
 
 def degraded_copy(text: str, *, seed: int) -> str:
-    """A clearly worse version of a text: its opening, then its words out of order and repeated."""
-    words = text.split()
-    if len(words) < 4:
-        return (text + " " + text).strip() + " …"
+    """A worse version of an output that looks like any other: same words, same length, same layout.
+
+    Past its opening, one sentence is replaced by a repeat of the one before (its content lost, the length
+    about the same), and in another stretch neighbouring words trade places, so that it stops reading well.
+    Nothing is appended, shuffled wholesale or stuttered: a rater can tell it only by reading it.
+    """
     rng = random.Random(seed)
-    keep = max(1, len(words) // 3)
-    rest = words[keep:]
-    rng.shuffle(rest)
-    stutter = rest[: max(2, len(rest) // 4)]
-    return " ".join(words[:keep] + stutter + stutter + rest)
+    sentences = re.split(r"(?<=[.!?])(\s+)", text)  # sentences at even positions, their spacing between
+    if len(sentences) >= 5:
+        body = list(range(2, len(sentences), 2))
+        # Repeat a sentence of the body, not the opening, where there is one to repeat.
+        lost = rng.choice([i for i in body if i >= 4] or body)
+        sentences[lost] = sentences[lost - 2]
+        others = [i for i in body if i != lost] or [lost]
+        garbled = rng.choice(others)
+        sentences[garbled] = _swap_neighbours(sentences[garbled], rng, whole=True)
+        degraded = "".join(sentences)
+    else:
+        degraded = _swap_neighbours(text, rng, whole=False)
+    if degraded == text:
+        degraded = _swap_neighbours(text, rng, whole=True)
+    return degraded if degraded != text else text + " " + text.split()[-1] if text.split() else text
+
+
+def _swap_neighbours(text: str, rng: random.Random, *, whole: bool) -> str:
+    """Swap neighbouring words in a stretch (after the first third of the words unless ``whole``)."""
+    parts = re.split(r"(\s+)", text)  # words at even positions, white space kept as it was
+    words = list(range(0, len(parts), 2))
+    words = [i for i in words if parts[i]]
+    if len(words) < 2:
+        return text
+    start = 0 if whole else len(words) // 3
+    stretch = words[start:][: max(2, len(words) // 4)]
+    first = rng.randrange(0, 2) if len(stretch) > 2 else 0
+    for a, b in zip(stretch[first::2], stretch[first + 1 :: 2], strict=False):
+        parts[a], parts[b] = parts[b], parts[a]
+    return "".join(parts)
 
 
 def experiment_is_running(experiment_id: int) -> bool:
