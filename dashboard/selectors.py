@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -66,6 +67,12 @@ class StoredResults:
     results: "analysis.ExperimentResults"
     computed_at: datetime
     fingerprint: tuple
+    compute_seconds: float  # CPU time the computation took (its thread's)
+
+    def refresh_after(self) -> float:
+        """Seconds before the next computation: the setting, or long enough that computing results
+        takes at most a fifth of one core however busy the experiment is."""
+        return max(settings.RESULTS_REFRESH_SECONDS, RESULTS_CPU_SHARE_INVERSE * self.compute_seconds)
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def results_fingerprint(experiment: Experiment) -> tuple:
 
 def results_for_page(experiment: Experiment, *, exclusions: "analysis.Exclusions") -> ResultsForPage:
     """The experiment's results for the results page, computed at most once per RESULTS_REFRESH_SECONDS
-    however many pages are open, and not at all while nothing changes.
+    (longer when one computation takes long) however many pages are open, and not at all while nothing
+    changes.
 
     The fit (Bradley-Terry and its bootstrap) costs far more than a vote, and every vote makes each open
     page re-fetch. So the last result is kept in the cache and served to every page until the data it
@@ -114,12 +122,18 @@ def results_for_page(experiment: Experiment, *, exclusions: "analysis.Exclusions
     now = timezone.now()
     if stored is not None:
         age = (now - stored.computed_at).total_seconds()
-        wait = settings.RESULTS_REFRESH_SECONDS - age
+        wait = stored.refresh_after() - age
         if wait > 0 or not cache.add(f"{key}:computing", True, timeout=RESULTS_COMPUTE_TIMEOUT):
             return ResultsForPage(stored=stored, current=False, refresh_in=max(1, math.ceil(wait)))
     try:
+        started = time.thread_time()
         results = analysis.experiment_results(experiment, exclusions=exclusions)
-        stored = StoredResults(results=results, computed_at=now, fingerprint=fingerprint)
+        stored = StoredResults(
+            results=results,
+            computed_at=now,
+            fingerprint=fingerprint,
+            compute_seconds=time.thread_time() - started,
+        )
         cache.set(key, stored, timeout=RESULTS_KEEP_SECONDS)
     finally:
         cache.delete(f"{key}:computing")
@@ -128,3 +142,4 @@ def results_for_page(experiment: Experiment, *, exclusions: "analysis.Exclusions
 
 RESULTS_COMPUTE_TIMEOUT = 120  # a computation that died without letting go is given up after this
 RESULTS_KEEP_SECONDS = 24 * 3600
+RESULTS_CPU_SHARE_INVERSE = 5

@@ -65,3 +65,15 @@ def test_each_choice_of_exclusions_is_computed_on_its_own(client, viewer, rater,
     chosen = client.get(url, {"exclusions": "chosen", "exclude": "too_fast"}).content.decode()
     assert "Too fast: 0 votes, kept" in default
     assert "Too fast: 0 votes, left out" in chosen
+
+
+def test_a_slow_computation_is_repeated_less_often(settings):
+    from django.utils import timezone
+
+    from dashboard.selectors import StoredResults
+
+    settings.RESULTS_REFRESH_SECONDS = 5
+    quick = StoredResults(results=None, computed_at=timezone.now(), fingerprint=(), compute_seconds=0.2)
+    slow = StoredResults(results=None, computed_at=timezone.now(), fingerprint=(), compute_seconds=3.0)
+    assert quick.refresh_after() == 5
+    assert slow.refresh_after() == 15
