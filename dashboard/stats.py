@@ -863,6 +863,9 @@ POWER = 0.8  # the chance of a verdict that "votes needed" plans for
 # "Votes needed" is promised up to this many times the votes so far; beyond, the raters' share of the
 # variance, estimated from few votes, decides the number and no promise would be worth its name.
 MAX_PLAN_FACTOR = 20.0
+# A sceptical prior for planning: a change of depth rarely moves preference by more than 100 points (64%
+# of decisive votes), so the lead is shrunk as the posterior mean under N(0, 50²) points.
+PRIOR_EFFECT = 50.0
 SIGN_PRIOR = 1.0  # Beta(a, a) mixture of the per-prompt sign test: uniform, Robbins' classical choice
 SEQUENTIAL_DESIGN_VOTES = 100  # the normal mixture is tightest near this many decisive votes
 _MIXTURE_SPREAD = 8.0  # nρ² at the design point: the boundary is within 10% of its best from n/4 to 10n
@@ -984,9 +987,12 @@ def contest(
     best, second = ranked[0], ranked[1]
     rounds = samples[:, best] - samples[:, second]
     lo, hi = np.quantile(rounds, [(1 - ci) / 2, (1 + ci) / 2])
-    # The standard error from the interval's width: robust to the odd round where an arm lost its votes.
-    se = float((hi - lo) / (2 * sps.norm.ppf((1 + ci) / 2)))
     difference = float(scores[best] - scores[second])
+    # The standard error from the interval, not the rounds' sd: robust to the odd round where an arm lost
+    # its votes. The claim is one-sided (the leader is better), and early intervals are skewed, so the
+    # distance from the estimate down to the lower bound counts when it is the larger.
+    z_ci = sps.norm.ppf((1 + ci) / 2)
+    se = float(max((hi - lo) / (2 * z_ci), (difference - lo) / z_ci))
     left, right, outcome = votes["left"], votes["right"], votes["outcome"]
     between = ((left == best) & (right == second)) | ((left == second) & (right == best))
     n_decisive = int(np.count_nonzero(between & (outcome <= RIGHT)))
@@ -1016,13 +1022,14 @@ def votes_needed(
 ) -> int | None:
     """More votes in the group for a verdict with probability ``power``, if the lead is real; None if level.
 
-    The effect's posterior is normal with mean d·s and variance se²·s, s = (1 − se²/d²)₊: the empirical-Bayes
-    posterior under a normal prior whose variance is estimated from the data, so that a lucky lead does not
+    New votes are planned to follow the lower ``power`` bound of the lead's posterior under a sceptical
+    prior N(0, PRIOR_EFFECT²), so that a lucky lead, the leader being the luckiest of the arms, does not
     promise a verdict too soon. With votes growing by a factor f from the same raters (the prompt part of
-    the variance /f, the raters' part fixed; decisive votes ×f), the smallest f is found whose assurance
-    (the chance of a verdict averaged over that posterior, O'Hagan & Stevens 2001) reaches ``power``, and
-    at which the prompt share, shrunk alike, still passes the sign test at its lower power quantile. None
-    when the lead is nil or when no number up to MAX_PLAN_FACTOR times the votes so far gets there.
+    the variance /f, the raters' part fixed; decisive votes ×f), the smallest f is found whose conditional
+    power reaches ``power``: the votes so far stay in the final estimate, the new ones follow the shrunk
+    effect, and only their noise is still to come. The prompt share, shrunk alike, must also pass the sign
+    test at its lower power quantile. None when there is no lead (less than one standard error) or when no
+    number up to MAX_PLAN_FACTOR times the votes so far gets there.
     ``alpha`` is the level the group's test must reach (α / number of groups plans for Holm's strictest
     step). ``simulate_study`` checks the promised power.
     """
@@ -1030,13 +1037,16 @@ def votes_needed(
 
     if found.leader is None or not (found.se > 0) or found.difference <= 0:
         return None
-    shrink = max(0.0, 1.0 - (found.se / found.difference) ** 2)
-    if shrink == 0.0:
-        return None
-    mean, spread = found.difference * shrink, found.se * math.sqrt(shrink)
+    if found.difference < found.se:
+        return None  # level: no lead to plan for
+    # The sceptical prior N(0, PRIOR_EFFECT²): new votes are planned at the lower `power` bound of the
+    # lead's posterior, not its mean: the leader is the luckiest arm so far, and its lead shows it.
     z_power = sps.norm.ppf(power)
+    shrink = PRIOR_EFFECT**2 / (PRIOR_EFFECT**2 + found.se**2)
+    effect = found.difference * shrink - z_power * found.se * math.sqrt(shrink)
+    if effect <= 0:
+        return None
     share = 0.5 + (found.sign_share - 0.5) * shrink if use_sign_test and found.n_leaning else None
-    leaning_per_decisive = found.n_leaning / max(found.n_decisive, 1)
     # Of the variance, the share (k − 1)/k that comes from the raters does not shrink with more votes of
     # the same raters; the rest shrinks as 1/f.
     k = found.inflation
@@ -1046,18 +1056,22 @@ def votes_needed(
         if n_decisive < MIN_DECISIVE:
             return False
         se = found.se * math.sqrt((1 / f + k - 1) / k)
-        # Assurance: the chance of crossing the boundary, averaged over the posterior N(mean, spread²).
-        if mean - sequential_threshold(n_decisive, alpha) * se < z_power * math.sqrt(
-            se * se + spread * spread
-        ):
+        # Conditional power: the votes so far stay in the final estimate; the new ones, a share (f − 1)/f,
+        # follow the shrunk effect, and their noise alone is still to come.
+        final = (found.difference + (f - 1) * effect) / f
+        noise = found.se * math.sqrt(f - 1) / f
+        if final - sequential_threshold(n_decisive, alpha) * se < z_power * noise:
             return False
         if share is None:
             return True
         if share <= 0.5:
             return False
-        n_prompts = n_decisive * leaning_per_decisive
-        wins = n_prompts * share - z_power * math.sqrt(n_prompts * share * (1 - share))
-        return _sign_log_evidence(wins, n_prompts) >= math.log(1 / alpha)
+        # Conditional too: the prompts seen keep their leanings; new ones lean with the shrunk share.
+        new = found.n_leaning * (f - 1)
+        wins = (
+            found.n_leaning * found.sign_share + new * share - z_power * math.sqrt(new * share * (1 - share))
+        )
+        return _sign_log_evidence(wins, found.n_leaning * f) >= math.log(1 / alpha)
 
     factors = np.geomspace(1.0, MAX_PLAN_FACTOR, 200)
     passing = next((f for f in factors if enough(f)), None)
@@ -1114,7 +1128,11 @@ def _verdict(
         "difference": found.difference,
         "difference_low": found.lo,
         "difference_high": found.hi,
+        "difference_se": found.se,
+        "rater_inflation": found.inflation,
         "n_decisive": found.n_decisive,
+        "n_leaning_prompts": found.n_leaning,
+        "leaning_to_leader": found.sign_share,
         "min_decisive": MIN_DECISIVE,
         "p_sign": found.p_sign,
         "p_sequential": found.p_sequential,

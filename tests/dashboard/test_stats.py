@@ -333,15 +333,15 @@ def test_a_real_difference_is_declared_and_a_tie_is_not() -> None:
 
 
 def test_votes_needed_grows_as_the_lead_shrinks() -> None:
-    base = stats.Contest(0, 1, 70.0, 15.0, 125.0, 28.0, 120, 400, 0.2, 0.1, 60, 0.65)
-    closer = stats.Contest(0, 1, 60.0, 5.0, 115.0, 28.0, 120, 400, 0.3, 0.2, 60, 0.62)
-    needed, more = (stats.votes_needed(c, alpha=0.0125) for c in (base, closer))
+    def lead(difference: float, inflation: float = 1.0) -> stats.Contest:
+        return stats.Contest(0, 1, difference, difference - 55, difference + 55, 28.0, 120, 400, 0.2, 0.1, 60,
+                             0.5 + difference / 400, inflation)  # fmt: skip
+
+    needed, more = stats.votes_needed(lead(90.0), alpha=0.0125), stats.votes_needed(lead(70.0), alpha=0.0125)
     assert needed is not None and more is not None and more > needed > 0
-    level = stats.Contest(0, 1, 10.0, -45.0, 65.0, 28.0, 120, 400, 0.9, 0.9, 60, 0.5)
-    assert stats.votes_needed(level, alpha=0.0125) is None
+    assert stats.votes_needed(lead(10.0), alpha=0.0125) is None  # level
     # Raters whose own taste is half the variance: more votes from them cannot reach the promised power.
-    stuck = stats.Contest(0, 1, 60.0, 5.0, 115.0, 28.0, 120, 400, 0.3, 0.2, 60, 0.62, inflation=3.0)
-    assert stats.votes_needed(stuck, alpha=0.0125) is None
+    assert stats.votes_needed(lead(70.0, inflation=3.0), alpha=0.0125) is None
 
 
 # --------------------------------------------------------------------------- style control

@@ -26,7 +26,7 @@ class Design:
     length_effect: float = 2.5  # log-odds per unit normalised length difference (length-only studies)
     long_ratio: float = 1.6  # the long arm's outputs are this much longer
     n_rounds: int = 200
-    power_look: int = 3  # the look whose "votes needed" is put to the test
+    power_look: int = 10  # the look whose "votes needed" is put to the test (the end of the study)
 
     @property
     def n_pairs(self) -> int:
@@ -136,8 +136,9 @@ def effect_study(
                 continue
             a, b = int(verdict["leader"].split()[-1]), int(verdict["runner_up"].split()[-1])
             covered.append(verdict["difference_low"] <= truth[c, a, b] <= verdict["difference_high"])
-    power = power_at_votes_needed(design, rng, seed, votes, scores, summaries, tastes)
-    return {"covered": covered, "power": power}
+    power = power_at_votes_needed(design, rng, seed, votes, scores, summaries, None)
+    same_raters = power_at_votes_needed(design, rng, seed, votes, scores, summaries, tastes)
+    return {"covered": covered, "power": power, "power_same_raters": same_raters}
 
 
 def power_at_votes_needed(
@@ -147,9 +148,13 @@ def power_at_votes_needed(
     votes: dict,
     scores: np.ndarray,
     summaries: list[dict],
-    tastes: np.ndarray,
+    tastes: np.ndarray | None,
 ) -> list[bool]:
-    """For each undecided category at the power look: add the votes it asked for, then read the verdict."""
+    """For each undecided category at the power look: add the votes it asked for, then read the verdict.
+
+    With ``tastes`` the study's own raters cast the new votes; without, newly recruited raters do (new ids,
+    their own tastes), as when a study grows.
+    """
     n = len(votes["left"])
     end = round(n * design.power_look / design.looks)
     seen = {key: value[:end] for key, value in votes.items()}
@@ -180,7 +185,7 @@ def _more_votes(
     category: int,
     needed: int,
     first_prompt: int,
-    tastes: np.ndarray,
+    tastes: np.ndarray | None,
 ) -> dict:
     """At least ``needed`` new votes in one category: new prompts, the study's raters, the same model."""
     per_prompt = design.n_pairs * design.raters_per_comparison
@@ -195,6 +200,8 @@ def _more_votes(
         tastes=tastes,
     )
     votes = {key: value[:needed] for key, value in votes.items()}
+    if tastes is None:
+        votes["rater"] = votes["rater"] + design.raters * (1 + category)  # new people
     # Prompts of this category only: ids that the study's categories map to ``category``.
     votes["prompt"] = first_prompt * design.n_categories + votes["prompt"] * design.n_categories + category
     votes["category"] = np.full(len(votes["left"]), category)
@@ -225,19 +232,21 @@ def simulate_study(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     nulls = [null_study(design, rng, seed + i) for i in range(null_studies)]
-    covered, power = [], []
+    covered, power, same_raters = [], [], []
     for i in range(effect_studies):
         scores = true_scores(design, rng)
         truth = population_difference(design, scores, seed + 10_000 + i)
         found = effect_study(design, rng, seed + i, truth, scores)
         covered += found["covered"]
         power += found["power"]
+        same_raters += found["power_same_raters"]
     lengths = [length_study(design, rng, seed + i) for i in range(length_studies)]
     return {
         "false_verdict_rate_null": _rate([n["raw"] for n in nulls]),
         "false_verdict_rate_null_length_controlled": _rate([n["controlled"] for n in nulls]),
         "coverage_difference": _rate(covered),
         "power_at_votes_needed": _rate(power),
+        "power_at_votes_needed_same_raters": _rate(same_raters),
         "length_flip_detected_rate": _rate([not s["controlled"] for s in lengths]),
         "length_only_raw_verdict_rate": _rate([s["raw"] for s in lengths]),
         "counts": {
@@ -246,6 +255,7 @@ def simulate_study(
             "length_studies": length_studies,
             "intervals_checked": len(covered),
             "power_checks": len(power),
+            "power_checks_same_raters": len(same_raters),
         },
         "design": design.__dict__,
         "alpha": stats.ALPHA,
