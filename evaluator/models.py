@@ -293,7 +293,9 @@ class Generation(models.Model):
     # Automatic measures, set when the output is stored (evaluator.measures, evaluator.scoring).
     output_tokens = models.PositiveIntegerField(null=True, help_text="Generated tokens, end token excluded.")
     repetition = models.FloatField(null=True, help_text="Share of repeated 4-grams of tokens.")
-    hit_limit = models.BooleanField(null=True, help_text="Used all max_new_tokens without stopping by itself.")
+    hit_limit = models.BooleanField(
+        null=True, help_text="Used all max_new_tokens without stopping by itself."
+    )
     reference_correct = models.BooleanField(
         null=True, help_text="Gave the prompt's reference answer; empty when the prompt has none."
     )
