@@ -17,8 +17,10 @@ STOP_SECONDS = 20
 
 
 def default_workers() -> int:
-    """One web process per core, at most 4 (the database and the generation worker want their share)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Two web processes per core and one more, as gunicorn's documentation advises: Django runs a
+    process's synchronous views one at a time, so a slow page (a results computation) would otherwise
+    hold up the votes behind it."""
+    return 2 * (os.cpu_count() or 1) + 1
 
 
 def web_command(host: str, port: int, workers: int) -> list[str]:
@@ -107,8 +109,8 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=None,
-            help=f"uvicorn worker processes (default with REDIS_URL: {default_workers()}, one per core up "
-            "to 4; 1 without, as the in-memory channel layer does not reach across processes).",
+            help=f"uvicorn worker processes (default with REDIS_URL: {default_workers()}, two per core and "
+            "one more; 1 without, as the in-memory channel layer does not reach across processes).",
         )
         parser.add_argument("--no-worker", action="store_true", help="Serve the web app only.")
 
