@@ -39,7 +39,7 @@ OUTCOMES = {
 REASONS = {
     "gold_failed": "votes of raters who failed gold checks",
     "too_fast": "votes faster than the experiment's minimum",
-    "flagged": "votes on comparisons a rater flagged",
+    "flagged": "votes on comparisons a rater flagged (unless a researcher kept them)",
 }
 OVERALL = "overall"
 

@@ -91,8 +91,6 @@ AGGREGATE_COLUMNS = [
     "mean_active_experts_per_token",
     "tokens_per_s",
     "outputs",
-    "votes_counted",
-    "votes_excluded",
     "excluded",
     "lc_score",  # length-controlled (style control): score and 95% interval
     "lc_ci_low",
@@ -324,8 +322,6 @@ def aggregate_rows(experiment: Experiment, *, exclusions: Exclusions | None = No
                 _rounded(row.cost.mean_active_experts, 3),
                 _rounded(row.cost.tokens_per_s, 2),
                 row.cost.outputs,
-                results.counts["kept"],
-                results.counts["excluded"],
                 excluded,
                 *_length_controlled(row),
                 *_identical(group, row.arm.index),
@@ -595,7 +591,7 @@ def download_response(
 ) -> StreamingHttpResponse:
     """Stream text chunks to the client as a file to save.
 
-    Under ASGI (daphne) Django reads a synchronous iterator into a list before sending it, so there the
+    Under ASGI Django reads a synchronous iterator into a list before sending it, so there the
     chunks go through an asynchronous iterator instead; under WSGI (tests, the live test server) the
     synchronous one streams as it is.
     """

@@ -71,7 +71,9 @@ class StoredResults:
 
     def refresh_after(self) -> float:
         """Seconds before the next computation: the setting, or long enough that computing results
-        takes at most a fifth of one core however busy the experiment is."""
+        takes at most a fifth of one core however busy the experiment is; 0 computes on every change."""
+        if not settings.RESULTS_REFRESH_SECONDS:
+            return 0.0
         return max(settings.RESULTS_REFRESH_SECONDS, RESULTS_CPU_SHARE_INVERSE * self.compute_seconds)
 
 
