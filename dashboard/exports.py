@@ -34,6 +34,7 @@ from dashboard.analysis import (
     experiment_results,
     experiment_votes,
     gold_failed_raters,
+    output_styles,
 )
 from dashboard.models import Rating
 from dashboard.selectors import rater_pseudonym
@@ -46,7 +47,19 @@ ROWS_PER_CHUNK = 2000
 # Per side: the arm's labels, then its output and the numbers behind the labels: k the policy chose for
 # this output (empty for dynamic depth), the most experts it may use, the context kind, the YaRN factor
 # (1 for native) and the window in tokens (native context × factor; empty when the checkpoint is unread).
-SIDE_COLUMNS = ["arm", "depth", "context", "output_id", "k", "k_max", "context_kind", "yarn_factor", "window"]
+SIDE_COLUMNS = [
+    "arm",
+    "depth",
+    "context",
+    "output_id",
+    "k",
+    "k_max",
+    "context_kind",
+    "yarn_factor",
+    "window",
+    "new_tokens",  # the output's length, and its markdown elements: what style control adjusts for
+    "markdown_elements",
+]
 VOTE_COLUMNS = [
     "experiment",
     "category",
@@ -57,7 +70,7 @@ VOTE_COLUMNS = [
     "is_identical",
     *(f"left_{name}" for name in SIDE_COLUMNS),  # the arm shown on the left (A)
     *(f"right_{name}" for name in SIDE_COLUMNS),  # the arm shown on the right (B)
-    "verdict",  # by side as shown: left, right, tie, both_bad
+    "verdict",  # by side as shown: left, right, tie, both_bad; "identical" (no rater) when both texts match
     "winner",  # the arm preferred; empty for ties, "both bad" and gold checks
     "criteria",
     "comment",
@@ -191,6 +204,45 @@ def vote_lines(
         )
         .iterator(chunk_size=chunk_size)
     )
+    styles = output_styles(experiment)
+
+    def comparison_cells(row) -> tuple[str, dict[str, str], str, str, str]:
+        """What every line of one comparison shares: its head, the winner by verdict, and its tail."""
+        comparison_id, category, prompt_id, prompt, seed, left_arm, right_arm, gold_side, flags = row[:9]
+        identical, left_id, right_id, left_k, right_k, decision = row[9:15]
+        (left_name, left_head, left_tail), (right_name, right_head, right_tail) = (
+            arms[left_arm],
+            arms[right_arm],
+        )
+        (left_tokens, left_marks), (right_tokens, right_marks) = (
+            styles.get(left_id, (None, None)),
+            styles.get(right_id, (None, None)),
+        )
+        head = (
+            f"{name},{csv_field(safe_cell(category))},{prompt_id},{csv_field(safe_cell(prompt))},"
+            f"{seed},{comparison_id},{'1' if identical else '0'},"
+            f"{left_head},{left_id},{_cell(left_k)},{left_tail},{_cell(left_tokens)},{_cell(left_marks)},"
+            f"{right_head},{right_id},{_cell(right_k)},{right_tail},{_cell(right_tokens)},{_cell(right_marks)},"
+        )
+        # A gold check tests the rater: the degraded copy is no arm's output, so nobody wins.
+        winners = {} if gold_side else {"left": csv_field(left_name), "right": csv_field(right_name)}
+        gold = "1" if gold_side else "0"
+        tail = f",{flags},{decision},"
+        end = "\r\n"
+        if texts:
+            left_text, right_text, gold_text = row[15:]
+            shown = (
+                gold_text if gold_side == "left" else left_text,
+                gold_text if gold_side == "right" else right_text,
+            )
+            end = "".join(f",{csv_field(safe_cell(text))}" for text in shown) + "\r\n"
+        return head, winners, gold, tail, end
+
+    def identical_line(row) -> str:
+        """A comparison whose two outputs are the same text: never shown, counted as its own outcome."""
+        head, _, gold, tail, end = comparison_cells(row)
+        return f"{head}identical,,,,,,,{gold},,0{tail}{end}"
+
     current = None
     gold_cells = {None: "", True: "1", False: "0"}
     for (
@@ -205,34 +257,17 @@ def vote_lines(
         too_fast,
     ) in ratings:
         if comparison_id != current:
-            # Both walks are in comparison order: skip the comparisons nobody has voted on yet.
-            row = next((c for c in comparisons if c[0] == comparison_id), None)
-            if row is None:
+            # Both walks are in comparison order: comparisons nobody voted on are passed by, but for
+            # those whose outputs are identical, which get a line of their own.
+            for row in comparisons:
+                if row[0] == comparison_id:
+                    break
+                if row[9]:
+                    yield identical_line(row)
+            else:
                 return  # the experiment's comparisons were deleted while it was being exported
-            current, category, prompt_id, prompt, seed, left_arm, right_arm, gold_side, flags = row[:9]
-            identical, left_id, right_id, left_k, right_k, decision = row[9:15]
-            (left_name, left_head, left_tail), (right_name, right_head, right_tail) = (
-                arms[left_arm],
-                arms[right_arm],
-            )
-            head = (
-                f"{name},{csv_field(safe_cell(category))},{prompt_id},{csv_field(safe_cell(prompt))},"
-                f"{seed},{comparison_id},{'1' if identical else '0'},"
-                f"{left_head},{left_id},{_cell(left_k)},{left_tail},"
-                f"{right_head},{right_id},{_cell(right_k)},{right_tail},"
-            )
-            # A gold check tests the rater: the degraded copy is no arm's output, so nobody wins.
-            winners = {} if gold_side else {"left": csv_field(left_name), "right": csv_field(right_name)}
-            gold = "1" if gold_side else "0"
-            tail = f",{flags},{decision},"
-            end = "\r\n"
-            if texts:
-                left_text, right_text, gold_text = row[15:]
-                shown = (
-                    gold_text if gold_side == "left" else left_text,
-                    gold_text if gold_side == "right" else right_text,
-                )
-                end = "".join(f",{csv_field(safe_cell(text))}" for text in shown) + "\r\n"
+            current = comparison_id
+            head, winners, gold, tail, end = comparison_cells(row)
         rater = raters.get(rater_id)
         if rater is None:
             rater = raters[rater_id] = (rater_pseudonym(rater_id), "1" if rater_id in failed else "0")
@@ -242,6 +277,9 @@ def vote_lines(
             f"{_iso_utc(rated_at)},{gold},{gold_cells[gold_correct]},{'1' if too_fast else '0'}"
             f"{tail}{rater[1]}{end}"
         )
+    for row in comparisons:
+        if row[9]:
+            yield identical_line(row)
 
 
 def _cell(value: object) -> str:

@@ -401,3 +401,23 @@ def test_the_export_command_refuses_a_format_the_kind_has_not(study_votes):
         call_command("export_results", study_votes.name, "--format", "jsonl")
     with pytest.raises(CommandError, match="--out"):
         call_command("export_results", study_votes.name, "--kind", "outputs", "--format", "parquet")
+
+
+def test_the_votes_csv_counts_identical_outputs_and_gives_each_outputs_length(
+    client, viewer, rater, experiment
+):
+    from dashboard.services import next_comparison, submit_rating
+
+    voted = next_comparison(rater=rater).page
+    submit_rating(rater=rater, token=voted.token, verdict="left")
+    identical = Comparison.objects.filter(experiment=experiment).exclude(pk=voted.pk).order_by("pk").last()
+    Comparison.objects.filter(pk=identical.pk).update(is_identical=True)
+    client.force_login(viewer)
+    rows = download(client, "export_votes", experiment)
+    assert [r["verdict"] for r in rows if r["comparison_id"] == str(identical.pk)] == ["identical"]
+    same = next(r for r in rows if r["comparison_id"] == str(identical.pk))
+    assert (same["rater"], same["winner"], same["is_identical"]) == ("", "", "1")
+    vote = next(r for r in rows if r["comparison_id"] == str(voted.pk))
+    left = Generation.objects.get(pk=vote["left_output_id"])
+    assert vote["left_new_tokens"] == str(left.new_tokens) and vote["left_markdown_elements"].isdigit()
+    assert len(rows) == 2
