@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Avg, Count, F, FloatField, IntegerField, Max, Min, Q, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 from django.http import QueryDict
 
 from dashboard import stats
@@ -340,6 +340,9 @@ class Cost:
     outputs: int = 0
     tokens_per_s: float | None = None
     mean_active_experts: float | None = None
+    # Expert slots the depth really computed per token: dynamic depth drops some slots, so this is the
+    # cost; outputs stored before it was recorded count their active experts.
+    compute_experts: float | None = None
     depth_k_min: int | None = None
     depth_k_max: int | None = None
 
@@ -367,6 +370,10 @@ def experiment_costs(experiment: Experiment) -> dict[tuple[int, int | None], Cos
         "active_tokens": Sum(F("mean_active_experts") * routed, output_field=FloatField()),
         "tokens": Sum(routed, filter=Q(mean_active_experts__isnull=False)),
         "active_plain": Avg("mean_active_experts"),
+        "compute_tokens": Sum(
+            Coalesce("compute_experts", "mean_active_experts") * routed, output_field=FloatField()
+        ),
+        "compute_plain": Avg(Coalesce("compute_experts", "mean_active_experts")),
         "k_min": Min("depth_k"),
         "k_max": Max("depth_k"),
     }
@@ -381,10 +388,12 @@ def experiment_costs(experiment: Experiment) -> dict[tuple[int, int | None], Cos
 
 def _cost(row: Mapping[str, Any]) -> Cost:
     active = row["active_tokens"] / row["tokens"] if row["tokens"] else row["active_plain"]
+    computed = row["compute_tokens"] / row["tokens"] if row["tokens"] else row["compute_plain"]
     return Cost(
         outputs=row["outputs"],
         tokens_per_s=row["tokens_per_s"],
         mean_active_experts=active,
+        compute_experts=computed,
         depth_k_min=row["k_min"],
         depth_k_max=row["k_max"],
     )

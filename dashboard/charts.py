@@ -335,16 +335,16 @@ class GroupCharts:
 
 
 SCORE_LABEL = "preference score (95% interval)"
-ACTIVE_LABEL = "experts per token (measured)"
+ACTIVE_LABEL = "expert slots computed per token (measured)"
 SPEED_LABEL = "tokens per second (measured)"
 
 
 def group_charts(group: Group, pair: tuple[Arm, Arm] | None) -> GroupCharts:
     """The pictures of one section of the results page: all categories, or one category."""
     curve = [
-        Point(r.arm.name, r.cost.mean_active_experts, r.score, r.ci_low, r.ci_high, r.arm.context)
+        Point(r.arm.name, r.cost.compute_experts, r.score, r.ci_low, r.ci_high, r.arm.context)
         for r in group.rows
-        if r.score is not None and r.cost.mean_active_experts is not None
+        if r.score is not None and r.cost.compute_experts is not None
     ]
     speed = [
         Point(r.arm.name, r.cost.tokens_per_s, r.score, r.ci_low, r.ci_high, r.arm.context)

@@ -102,6 +102,7 @@ AGGREGATE_COLUMNS = [
     "ties",
     "both_bad",
     "mean_active_experts_per_token",
+    "compute_experts_per_token",  # expert slots computed: the cost (dynamic depth drops some)
     "tokens_per_s",
     "outputs",
     "excluded",
@@ -358,6 +359,7 @@ def aggregate_rows(experiment: Experiment, *, exclusions: Exclusions | None = No
                 row.ties,
                 row.both_bad,
                 _rounded(row.cost.mean_active_experts, 3),
+                _rounded(row.cost.compute_experts, 3),
                 _rounded(row.cost.tokens_per_s, 2),
                 row.cost.outputs,
                 excluded,

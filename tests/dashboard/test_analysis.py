@@ -203,3 +203,21 @@ def test_exclusions_come_from_the_query_with_defaults():
     assert Exclusions.from_query(QueryDict("exclusions=chosen")) == Exclusions(False, False, False)
     assert Exclusions.from_query(QueryDict(urlencode(chosen.query_items()))) == chosen
     assert Exclusions().query_items() == []
+
+
+def test_the_cost_of_an_arm_is_the_expert_slots_it_computed(tiny_model_path):
+    """Dynamic depth activates fewer experts than it may; what it computed is its cost, and outputs
+    stored before that was recorded count their active experts."""
+    from dashboard.analysis import experiment_costs
+    from evaluator.models import Generation
+    from tests.factories import make_checkpoint, run_generations, scheduled_experiment
+
+    experiment = scheduled_experiment(make_checkpoint(tiny_model_path), depths=(1, 4))
+    run_generations(experiment)
+    outputs = Generation.objects.filter(experiment=experiment, variant__name="k=4")
+    outputs.update(mean_active_experts=3.0, compute_experts=4.0)
+    variant_id = outputs.first().variant_id
+    cost = experiment_costs(experiment)[(variant_id, None)]
+    assert (cost.mean_active_experts, cost.compute_experts) == (pytest.approx(3.0), pytest.approx(4.0))
+    outputs.update(compute_experts=None)
+    assert experiment_costs(experiment)[(variant_id, None)].compute_experts == pytest.approx(3.0)
