@@ -478,8 +478,8 @@ class Group:
     def lc_verdict_line(self) -> str:
         if not self.length_controlled:
             return ""
-        message = self.length_controlled["verdict"]["message"]
-        return message[0].upper() + message[1:] + "."
+        # Not capitalised: the message may begin with an arm's name ("k=4 is preferred…").
+        return self.length_controlled["verdict"]["message"] + "."
 
     @property
     def length_effect(self) -> dict[str, float] | None:
