@@ -231,17 +231,22 @@ def gold_comparisons(
     if experiment.gold_rate <= 0 or not generations:
         return []
     count = min(len(generations), math.ceil(experiment.gold_rate * regular))
-    return [
-        Comparison(
-            experiment=experiment,
-            prompt_id=g.prompt_id,
-            seed=g.seed,
-            left=g,
-            right=g,
-            gold_side=rng.choice(["left", "right"]),
-        )
-        for g in rng.sample(generations, count)
-    ]
+    return [_gold_check(experiment, g, rng) for g in rng.sample(generations, count)]
+
+
+def _gold_check(
+    experiment: Experiment, output: Generation, rng: random.Random, *, qualification: bool = False
+) -> Comparison:
+    """An output against a degraded copy of itself (made when the output is stored), on a random side."""
+    return Comparison(
+        experiment=experiment,
+        prompt_id=output.prompt_id,
+        seed=output.seed,
+        left=output,
+        right=output,
+        gold_side=rng.choice(["left", "right"]),
+        qualification=qualification,
+    )
 
 
 def qualification_checks(
@@ -257,18 +262,7 @@ def qualification_checks(
         (rest if g.prompt_id in seen else firsts).append(g)
         seen.add(g.prompt_id)
     chosen = (firsts + rest)[: experiment.qualification_items]
-    return [
-        Comparison(
-            experiment=experiment,
-            prompt_id=g.prompt_id,
-            seed=g.seed,
-            left=g,
-            right=g,
-            gold_side=rng.choice(["left", "right"]),
-            qualification=True,
-        )
-        for g in chosen
-    ]
+    return [_gold_check(experiment, g, rng, qualification=True) for g in chosen]
 
 
 def _record_schedule_error(experiment: Experiment, problems: list[str]) -> None:
