@@ -50,3 +50,42 @@ def test_a_scheduled_experiment_is_generated_by_a_worker_rated_and_exported(
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 1
     assert rows[0]["winner"] == comparison.right.variant.name
+
+
+def test_a_real_worker_scores_reference_answers_measures_outputs_and_the_results_page_shows_them(
+    celery_worker_process, client, admin_user, tiny_model_path
+):
+    from evaluator import scheduling
+    from evaluator.models import Prompt
+
+    experiment = make_experiment(
+        make_checkpoint(tiny_model_path),
+        depths=(1, 4),
+        prompts=[
+            ("long_context", "The train to Ghent leaves from platform 2.\nQuestion: Which platform?\nAnswer:")
+        ],
+        max_new_tokens=8,
+    )
+    Prompt.objects.filter(experiments=experiment).update(reference_answer="2", scoring_rule="contains")
+    scheduling.schedule_experiment(experiment=experiment)
+    wait_for(
+        lambda: Generation.objects.filter(experiment=experiment, status=Generation.Status.DONE).count() == 2,
+        timeout=180,
+        message="the worker did not produce both outputs",
+    )
+    for output in Generation.objects.filter(experiment=experiment):
+        assert output.reference_correct is not None  # scored when stored
+        assert output.output_tokens is not None and output.repetition is not None
+        assert output.hit_limit is not None
+
+    client.force_login(admin_user)
+    wait_for(
+        lambda: (
+            "not computed yet" not in client.get(reverse("results", args=[experiment.pk])).content.decode()
+        ),
+        timeout=120,
+        message="the likelihood job did not run",
+    )
+    page = client.get(reverse("results", args=[experiment.pk])).content.decode()
+    assert page.count("1 outputs, 1 prompts") == 4  # each arm's accuracy, overall and in its category
+    assert "Recommended depth policy" in page
