@@ -538,6 +538,10 @@ class ExperimentResults:
         return stats.MIN_DECISIVE
 
     @property
+    def sign_guard(self) -> int:
+        return stats.SIGN_GUARD_PROMPTS
+
+    @property
     def error_rate(self) -> str:
         """The chance of any false verdict the page guarantees, as a percentage."""
         return f"{stats.ALPHA:.0%}"

@@ -119,7 +119,9 @@ AGGREGATE_COLUMNS = [
     "difference_low",
     "difference_high",
     "p_adjusted",  # anytime-valid, Holm-adjusted across the experiment's groups
-    "votes_needed",
+    "votes_needed",  # for an 80% chance of a verdict if the leader is truly planned_difference ahead or more
+    "planned_difference",
+    "raters_needed",  # new raters those votes come from, at the current votes per rater
     "lc_verdict",  # the verdict under length control
     "length_effect_points",  # points for an answer twice as long as the other, with its 95% interval
     "length_effect_low",
@@ -391,6 +393,8 @@ def _verdict_cells(group: Group) -> list[object]:
         _rounded(verdict.get("difference_high"), 1),
         _rounded(verdict.get("p_adjusted"), 6),
         "" if verdict.get("votes_needed") is None else verdict["votes_needed"],
+        _rounded(verdict.get("planned_difference"), 1),
+        "" if verdict.get("raters_needed") is None else verdict["raters_needed"],
         safe_cell(controlled.get("winner") or ""),
         _rounded(effect.get("points"), 1),
         _rounded(effect.get("points_low"), 1),

@@ -859,12 +859,14 @@ def win_rate_matrix(
 
 ALPHA = 0.05  # the chance of any false verdict in an experiment: all its categories, however often read
 MIN_DECISIVE = 10  # decisive votes between leader and runner-up before any verdict
+# Below this many prompts leaning one way or the other, the exact per-prompt sign test must reject too: with
+# fewer prompts the bootstrap's standard error, and so the normal mixture, cannot be trusted.
+SIGN_GUARD_PROMPTS = 30
 POWER = 0.8  # the chance of a verdict that "votes needed" plans for
-# "Votes needed" is promised up to this many times the votes so far; beyond, the raters' share of the
-# variance, estimated from few votes, decides the number and no promise would be worth its name.
+# "Votes needed" is promised up to this many times the votes so far; beyond, no promise is worth its name.
 MAX_PLAN_FACTOR = 20.0
 # A sceptical prior for planning: a change of depth rarely moves preference by more than 100 points (64%
-# of decisive votes), so the lead is shrunk as the posterior mean under N(0, 50²) points.
+# of decisive votes), so the lead is shrunk under N(0, 50²) points.
 PRIOR_EFFECT = 50.0
 SIGN_PRIOR = 1.0  # Beta(a, a) mixture of the per-prompt sign test: uniform, Robbins' classical choice
 SEQUENTIAL_DESIGN_VOTES = 100  # the normal mixture is tightest near this many decisive votes
@@ -953,14 +955,18 @@ class Contest:
     p_sequential: float  # anytime-valid normal mixture on the bootstrap-standardised difference
     n_leaning: int  # prompts whose decisive votes between the two lean one way
     sign_share: float  # share of those that lean to the leader
-    inflation: float = 1.0  # the group's rater_inflation: the part of the variance more votes cannot shrink
+    inflation: float = 1.0  # the group's rater_inflation
+    n_raters: int = 0  # raters with votes in the group; 0 when not known
 
     @property
     def p_value(self) -> float:
-        """Both tests must reject (an intersection-union test), and only past the minimum of votes."""
+        """The normal mixture's, past the minimum of votes; below SIGN_GUARD_PROMPTS leaning prompts the sign
+        test must reject too (an intersection-union test: no larger error than either test alone)."""
         if self.leader is None or self.n_decisive < MIN_DECISIVE:
             return 1.0
-        return max(self.p_sign or 0.0, self.p_sequential)
+        if self.p_sign is not None and self.n_leaning < SIGN_GUARD_PROMPTS:
+            return max(self.p_sign, self.p_sequential)
+        return self.p_sequential
 
 
 def contest(
@@ -973,7 +979,8 @@ def contest(
     inflation: float = 1.0,
 ) -> Contest:
     """Leader and runner-up by score, the interval of their difference from the same bootstrap rounds,
-    and both anytime-valid tests. ``votes`` are the group's votes (left, right, outcome, prompt)."""
+    and both anytime-valid tests. ``votes`` are the group's votes (left, right, outcome, prompt, and rater
+    where known)."""
     from scipy import stats as sps  # on first use: see the note on imports
 
     scores = np.asarray(scores, float)
@@ -1001,6 +1008,7 @@ def contest(
     z = difference / se if se > 0 else (math.inf if difference > 0 else 0.0)
     p_sequential = sequential_pvalue(z, n_decisive)
     share = wins / leaning if leaning else math.nan
+    n_raters = len(np.unique(votes["rater"])) if "rater" in votes else 0
     return Contest(
         best,
         second,
@@ -1014,70 +1022,61 @@ def contest(
         p_sequential,
         leaning,
         share,
+        inflation,
+        n_raters,
     )
+
+
+class Plan(NamedTuple):
+    """What "votes needed" promises: ``votes`` more, for a verdict with the planned power if the leader is
+    truly at least ``difference`` points ahead; ``raters``: new raters at the current votes per rater."""
+
+    votes: int
+    difference: float
+    raters: int | None
 
 
 def votes_needed(
     found: Contest, *, alpha: float, power: float = POWER, use_sign_test: bool = True
-) -> int | None:
-    """More votes in the group for a verdict with probability ``power``, if the lead is real; None if level.
+) -> Plan | None:
+    """More votes in the group for a verdict with probability ``power`` if the lead is real; None if level.
 
-    New votes are planned to follow the lower ``power`` bound of the lead's posterior under a sceptical
-    prior N(0, PRIOR_EFFECT²), so that a lucky lead, the leader being the luckiest of the arms, does not
-    promise a verdict too soon. With votes growing by a factor f from the same raters (the prompt part of
-    the variance /f, the raters' part fixed; decisive votes ×f), the smallest f is found whose conditional
-    power reaches ``power``: the votes so far stay in the final estimate, the new ones follow the shrunk
-    effect, and only their noise is still to come. The prompt share, shrunk alike, must also pass the sign
-    test at its lower power quantile. None when there is no lead (less than one standard error) or when no
-    number up to MAX_PLAN_FACTOR times the votes so far gets there.
+    The planned lead is the lower ``power`` bound of the lead's posterior under a sceptical prior
+    N(0, PRIOR_EFFECT²): the leader is the luckiest arm so far, and its lead shows it. The new votes are
+    planned like the ones so far, on new prompts and from new raters at the current votes per rater, so
+    that every part of the variance shrinks with their number; the smallest growth factor f is found at
+    which a study of f times the votes, whose true lead is the planned one, reaches the anytime-valid
+    threshold with probability ``power``. The votes so far are not counted as already favourable: a lucky
+    lead would promise a verdict too soon. Below SIGN_GUARD_PROMPTS leaning prompts the sign test decides
+    too, so the plan goes past them. None when there is no lead (less than one standard error), or when
+    no number up to MAX_PLAN_FACTOR times the votes so far gets there.
     ``alpha`` is the level the group's test must reach (α / number of groups plans for Holm's strictest
     step). ``simulate_study`` checks the promised power.
     """
     from scipy import stats as sps  # on first use: see the note on imports
 
-    if found.leader is None or not (found.se > 0) or found.difference <= 0:
-        return None
-    if found.difference < found.se:
+    if found.leader is None or not (found.se > 0) or found.difference < found.se:
         return None  # level: no lead to plan for
-    # The sceptical prior N(0, PRIOR_EFFECT²): new votes are planned at the lower `power` bound of the
-    # lead's posterior, not its mean: the leader is the luckiest arm so far, and its lead shows it.
     z_power = sps.norm.ppf(power)
     shrink = PRIOR_EFFECT**2 / (PRIOR_EFFECT**2 + found.se**2)
-    effect = found.difference * shrink - z_power * found.se * math.sqrt(shrink)
-    if effect <= 0:
+    planned = found.difference * shrink - z_power * found.se * math.sqrt(shrink)
+    if planned <= 0:
         return None
-    share = 0.5 + (found.sign_share - 0.5) * shrink if use_sign_test and found.n_leaning else None
-    # Of the variance, the share (k − 1)/k that comes from the raters does not shrink with more votes of
-    # the same raters; the rest shrinks as 1/f.
-    k = found.inflation
 
     def enough(f: float) -> bool:
         n_decisive = f * max(found.n_decisive, 1)
         if n_decisive < MIN_DECISIVE:
             return False
-        se = found.se * math.sqrt((1 / f + k - 1) / k)
-        # Conditional power: the votes so far stay in the final estimate; the new ones, a share (f − 1)/f,
-        # follow the shrunk effect, and their noise alone is still to come.
-        final = (found.difference + (f - 1) * effect) / f
-        noise = found.se * math.sqrt(f - 1) / f
-        if final - sequential_threshold(n_decisive, alpha) * se < z_power * noise:
+        if use_sign_test and f * found.n_leaning < SIGN_GUARD_PROMPTS:
             return False
-        if share is None:
-            return True
-        if share <= 0.5:
-            return False
-        # Conditional too: the prompts seen keep their leanings; new ones lean with the shrunk share.
-        new = found.n_leaning * (f - 1)
-        wins = (
-            found.n_leaning * found.sign_share + new * share - z_power * math.sqrt(new * share * (1 - share))
-        )
-        return _sign_log_evidence(wins, found.n_leaning * f) >= math.log(1 / alpha)
+        return planned >= (sequential_threshold(n_decisive, alpha) + z_power) * found.se / math.sqrt(f)
 
-    factors = np.geomspace(1.0, MAX_PLAN_FACTOR, 200)
-    passing = next((f for f in factors if enough(f)), None)
+    passing = next((f for f in np.geomspace(1.0, MAX_PLAN_FACTOR, 200) if enough(f)), None)
     if passing is None:
         return None
-    return max(1, math.ceil(found.n_votes * (passing - 1)))
+    votes = max(1, math.ceil(found.n_votes * (passing - 1)))
+    raters = math.ceil(votes * found.n_raters / found.n_votes) if found.n_raters and found.n_votes else None
+    return Plan(votes, planned, raters)
 
 
 def _sign_log_evidence(wins: float, n: float, prior: float = SIGN_PRIOR) -> float:
@@ -1139,6 +1138,8 @@ def _verdict(
         "p_adjusted": p_adjusted,
         "alpha": alpha,
         "votes_needed": None,
+        "planned_difference": None,  # the lead "votes needed" plans for (the lead so far, shrunk)
+        "raters_needed": None,  # new raters the planned votes come from, at the current votes per rater
     }
     if found.leader is None:
         result["message"] = "not enough votes yet: fewer than two arms have votes"
@@ -1152,24 +1153,27 @@ def _verdict(
             f"{lead} is preferred to {second}: {found.difference:.0f} points ahead ({interval})"
         )
         return result
-    result["votes_needed"] = votes_needed(found, alpha=plan_alpha, power=power, use_sign_test=use_sign_test)
+    plan = votes_needed(found, alpha=plan_alpha, power=power, use_sign_test=use_sign_test)
+    if plan is not None:
+        result.update(votes_needed=plan.votes, planned_difference=plan.difference, raters_needed=plan.raters)
     if found.n_decisive < MIN_DECISIVE:
         result["message"] = (
             f"not enough votes yet: {lead} and {second} have {found.n_decisive} decisive votes between them; "
             f"a verdict needs at least {MIN_DECISIVE}"
         )
-    elif result["votes_needed"] is None and found.difference > found.se:
+    elif plan is None and found.difference > found.se:
         result["message"] = (
             f"no clear winner yet: {lead} leads {second} by {found.difference:.0f} points ({interval}), "
             f"too little to promise a verdict within {MAX_PLAN_FACTOR:.0f} times the votes so far"
         )
-    elif result["votes_needed"] is None:
+    elif plan is None:
         result["message"] = f"no clear winner yet: {lead} and {second} are level ({interval})"
     else:
+        who = f", from about {plan.raters} new raters," if plan.raters else ""
         result["message"] = (
             f"no clear winner yet: {lead} leads {second} by {found.difference:.0f} points ({interval}); "
-            f"about {result['votes_needed']} more votes here give a {power:.0%} chance of a verdict "
-            "if the lead is real"
+            f"about {plan.votes} more votes on new prompts{who} give a verdict with {power:.0%} probability "
+            f"if {lead} is truly at least {plan.difference:.0f} points ahead"
         )
     return result
 
@@ -1578,7 +1582,7 @@ def summarize(
     part = clock()
     family = list(range(len(groups))) if n_categories > 1 else [0]
     group_votes = [
-        {k: kept[k][mask & ~kept["pseudo"]] for k in ("left", "right", "outcome", "prompt")}
+        {k: kept[k][mask & ~kept["pseudo"]] for k in ("left", "right", "outcome", "prompt", "rater")}
         for _, mask in groups
     ]
     contests = [

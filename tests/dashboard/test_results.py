@@ -101,6 +101,7 @@ def test_the_page_states_the_error_rate_it_guarantees(client, viewer, decided):
     assert "however often this page is read, and across all 3 sections together" in text
     assert "the chance of any false verdict is at most 5%" in text
     assert "at least 10 decisive votes between them" in text
+    assert "until 30 prompts lean one way or the other, a per-prompt sign test too" in text
 
 
 def test_an_undecided_category_says_how_many_votes_are_still_needed(client, viewer, experiment):
@@ -109,7 +110,10 @@ def test_an_undecided_category_says_how_many_votes_are_still_needed(client, view
     text = plain(section(page(client, experiment), "overall"))
     assert "No clear winner yet" in text or "Not enough votes yet" in text
     assert re.search(
-        r"about \d+ more votes here give a 80% chance of a verdict|are level|a verdict needs", text
+        r"about \d+ more votes on new prompts(, from about \d+ new raters,)? give a verdict with 80% "
+        r"probability if k=\d is truly at least \d+ points ahead"
+        r"|are level|a verdict needs|too little to promise",
+        text,
     )
 
 

@@ -333,15 +333,42 @@ def test_a_real_difference_is_declared_and_a_tie_is_not() -> None:
 
 
 def test_votes_needed_grows_as_the_lead_shrinks() -> None:
-    def lead(difference: float, inflation: float = 1.0) -> stats.Contest:
+    def lead(difference: float, raters: int = 0) -> stats.Contest:
         return stats.Contest(0, 1, difference, difference - 55, difference + 55, 28.0, 120, 400, 0.2, 0.1, 60,
-                             0.5 + difference / 400, inflation)  # fmt: skip
+                             0.5 + difference / 400, 1.0, raters)  # fmt: skip
 
     needed, more = stats.votes_needed(lead(90.0), alpha=0.0125), stats.votes_needed(lead(70.0), alpha=0.0125)
-    assert needed is not None and more is not None and more > needed > 0
+    assert needed is not None and more is not None and more.votes > needed.votes > 0
     assert stats.votes_needed(lead(10.0), alpha=0.0125) is None  # level
-    # Raters whose own taste is half the variance: more votes from them cannot reach the promised power.
-    assert stats.votes_needed(lead(70.0, inflation=3.0), alpha=0.0125) is None
+    # The plan is for a lead shrunk toward zero, and the number it names gets there at the promised power.
+    assert 0 < needed.difference < 90.0 and needed.raters is None
+    f = 1 + needed.votes / 400
+    z = needed.difference / (28.0 / math.sqrt(f))
+    assert z >= stats.sequential_threshold(120 * f, 0.0125) + 0.84
+    # New raters at the current votes per rater: 20 raters cast the 400 votes so far.
+    assert stats.votes_needed(lead(90.0, raters=20), alpha=0.0125).raters == math.ceil(needed.votes / 20)
+
+
+def test_an_undecided_verdict_names_the_votes_raters_and_lead_it_plans_for() -> None:
+    found = stats.Contest(0, 1, 90.0, 35.0, 145.0, 28.0, 120, 400, 0.2, 0.1, 60, 0.7, 1.0, 20)
+    (verdict,) = stats.verdicts([found], ["k=8", "k=4"], family=[0], alpha=0.05)
+    plan = stats.votes_needed(found, alpha=0.05)
+    assert (verdict["votes_needed"], verdict["raters_needed"]) == (plan.votes, plan.raters)
+    assert verdict["planned_difference"] == plan.difference
+    assert verdict["message"] == (
+        "no clear winner yet: k=8 leads k=4 by 90 points (95% interval 35 to 145); about "
+        f"{plan.votes} more votes on new prompts, from about {plan.raters} new raters, give a verdict "
+        f"with 80% probability if k=8 is truly at least {plan.difference:.0f} points ahead"
+    )
+
+
+def test_the_sign_test_guards_only_few_prompts() -> None:
+    def found(leaning: int) -> stats.Contest:
+        return stats.Contest(0, 1, 80.0, 30.0, 130.0, 20.0, 200, 600, 0.2, 0.001, leaning, 0.6)
+
+    assert found(stats.SIGN_GUARD_PROMPTS - 1).p_value == 0.2  # both tests must reject
+    assert found(stats.SIGN_GUARD_PROMPTS).p_value == 0.001  # the normal mixture alone decides
+    assert stats.Contest(0, 1, 80.0, 30.0, 130.0, 20.0, 9, 600, 0.0, 0.0, 40, 0.6).p_value == 1.0
 
 
 # --------------------------------------------------------------------------- style control

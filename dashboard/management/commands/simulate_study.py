@@ -26,7 +26,7 @@ class Design:
     length_effect: float = 2.5  # log-odds per unit normalised length difference (length-only studies)
     long_ratio: float = 1.6  # the long arm's outputs are this much longer
     n_rounds: int = 200
-    power_look: int = 10  # the look whose "votes needed" is put to the test (the end of the study)
+    power_looks: tuple[int, ...] = (5, 10)  # the looks whose "votes needed" is put to the test
 
     @property
     def n_pairs(self) -> int:
@@ -150,31 +150,42 @@ def power_at_votes_needed(
     summaries: list[dict],
     tastes: np.ndarray | None,
 ) -> list[bool]:
-    """For each undecided category at the power look: add the votes it asked for, then read the verdict.
+    """For each undecided category at a power look: add the votes it asked for, then read the verdict.
 
-    With ``tastes`` the study's own raters cast the new votes; without, newly recruited raters do (new ids,
-    their own tastes), as when a study grows.
+    Without ``tastes`` the new votes are what the page plans: new prompts, and as many new raters as it
+    names (their own tastes). With ``tastes`` the study's own raters cast them all, whose tastes stay.
     """
     n = len(votes["left"])
-    end = round(n * design.power_look / design.looks)
-    seen = {key: value[:end] for key, value in votes.items()}
     results = []
-    for c, part in enumerate(summaries[design.power_look - 1]["categories"]):
-        needed = part["verdict"]["votes_needed"]
-        if not needed:
-            continue
-        more = _more_votes(design, rng, scores, c, needed, first_prompt=10**6, tastes=tastes)
-        extended = {key: np.concatenate([seen[key], more[key]]) for key in seen}
-        summary = stats.summarize(
-            extended,
-            n_arms=design.n_arms,
-            n_categories=design.n_categories,
-            n_rounds=design.n_rounds,
-            seed=seed,
-        )
-        verdict = summary["categories"][c]["verdict"]
-        best = f"arm {int(np.argmax(scores[c]))}"
-        results.append(bool(verdict["declared"] and verdict["winner"] == best))
+    for look in design.power_looks:
+        end = round(n * look / design.looks)
+        seen = {key: value[:end] for key, value in votes.items()}
+        for c, part in enumerate(summaries[look - 1]["categories"]):
+            verdict = part["verdict"]
+            if not verdict["votes_needed"]:
+                continue
+            n_raters = design.raters if tastes is not None else verdict["raters_needed"]
+            more = _more_votes(
+                design,
+                rng,
+                scores,
+                c,
+                verdict["votes_needed"],
+                n_raters,
+                first_prompt=10**6 * look,
+                tastes=tastes,
+            )
+            extended = {key: np.concatenate([seen[key], more[key]]) for key in seen}
+            summary = stats.summarize(
+                extended,
+                n_arms=design.n_arms,
+                n_categories=design.n_categories,
+                n_rounds=design.n_rounds,
+                seed=seed + look,
+            )
+            after = summary["categories"][c]["verdict"]
+            best = f"arm {int(np.argmax(scores[c]))}"
+            results.append(bool(after["declared"] and after["winner"] == best))
     return results
 
 
@@ -184,10 +195,12 @@ def _more_votes(
     scores: np.ndarray,
     category: int,
     needed: int,
+    n_raters: int,
     first_prompt: int,
     tastes: np.ndarray | None,
 ) -> dict:
-    """At least ``needed`` new votes in one category: new prompts, the study's raters, the same model."""
+    """``needed`` new votes in one category on new prompts from ``n_raters`` raters: new people with their
+    own tastes, or the study's raters when ``tastes`` are theirs."""
     per_prompt = design.n_pairs * design.raters_per_comparison
     n_prompts = -(-needed // per_prompt)
     votes = study_votes(
@@ -197,11 +210,12 @@ def _more_votes(
         lengths=np.full(design.n_arms, 300.0),
         length_effect=0.0,
         n_prompts=n_prompts,
+        n_raters=max(n_raters, design.raters_per_comparison),
         tastes=tastes,
     )
     votes = {key: value[:needed] for key, value in votes.items()}
     if tastes is None:
-        votes["rater"] = votes["rater"] + design.raters * (1 + category)  # new people
+        votes["rater"] = votes["rater"] + 10**6 * (1 + category) + first_prompt  # new people
     # Prompts of this category only: ids that the study's categories map to ``category``.
     votes["prompt"] = first_prompt * design.n_categories + votes["prompt"] * design.n_categories + category
     votes["category"] = np.full(len(votes["left"]), category)
