@@ -957,6 +957,7 @@ class Contest:
     sign_share: float  # share of those that lean to the leader
     inflation: float = 1.0  # the group's rater_inflation
     n_raters: int = 0  # raters with votes in the group; 0 when not known
+    n_prompts: int = 0  # prompts with votes in the group, the bootstrap's clusters; 0 when not known
 
     @property
     def p_value(self) -> float:
@@ -1009,6 +1010,7 @@ def contest(
     p_sequential = sequential_pvalue(z, n_decisive)
     share = wins / leaning if leaning else math.nan
     n_raters = len(np.unique(votes["rater"])) if "rater" in votes else 0
+    n_prompts = len(np.unique(votes["prompt"]))
     return Contest(
         best,
         second,
@@ -1024,6 +1026,7 @@ def contest(
         share,
         inflation,
         n_raters,
+        n_prompts,
     )
 
 
@@ -1042,14 +1045,16 @@ def votes_needed(
     """More votes in the group for a verdict with probability ``power`` if the lead is real; None if level.
 
     The planned lead is the lower ``power`` bound of the lead's posterior under a sceptical prior
-    N(0, PRIOR_EFFECT²): the leader is the luckiest arm so far, and its lead shows it. The new votes are
-    planned like the ones so far, on new prompts and from new raters at the current votes per rater, so
-    that every part of the variance shrinks with their number; the smallest growth factor f is found at
-    which a study of f times the votes, whose true lead is the planned one, reaches the anytime-valid
-    threshold with probability ``power``. The votes so far are not counted as already favourable: a lucky
-    lead would promise a verdict too soon. Below SIGN_GUARD_PROMPTS leaning prompts the sign test decides
-    too, so the plan goes past them. None when there is no lead (less than one standard error), or when
-    no number up to MAX_PLAN_FACTOR times the votes so far gets there.
+    N(0, PRIOR_EFFECT²): the leader is the luckiest arm so far, and its lead shows it. The standard error is
+    itself an estimate from the prompts seen, and a small one by luck would promise too soon too: the plan
+    takes its upper ``power`` bound (chi-squared on prompts − 1 degrees of freedom, Browne 1995). The new
+    votes are planned like the ones so far, on new prompts and from new raters at the current votes per
+    rater, so that every part of the variance shrinks with their number; the smallest growth factor f is
+    found at which a study of f times the votes, whose true lead is the planned one, reaches the
+    anytime-valid threshold with probability ``power``. The votes so far are not counted as already
+    favourable. Below SIGN_GUARD_PROMPTS leaning prompts the sign test decides too, so the plan goes past
+    them. None when there is no lead (less than one standard error), or when no number up to
+    MAX_PLAN_FACTOR times the votes so far gets there.
     ``alpha`` is the level the group's test must reach (α / number of groups plans for Holm's strictest
     step). ``simulate_study`` checks the promised power.
     """
@@ -1058,8 +1063,11 @@ def votes_needed(
     if found.leader is None or not (found.se > 0) or found.difference < found.se:
         return None  # level: no lead to plan for
     z_power = sps.norm.ppf(power)
-    shrink = PRIOR_EFFECT**2 / (PRIOR_EFFECT**2 + found.se**2)
-    planned = found.difference * shrink - z_power * found.se * math.sqrt(shrink)
+    se = found.se
+    if found.n_prompts > 1:
+        se *= math.sqrt((found.n_prompts - 1) / sps.chi2.ppf(1 - power, found.n_prompts - 1))
+    shrink = PRIOR_EFFECT**2 / (PRIOR_EFFECT**2 + se**2)
+    planned = found.difference * shrink - z_power * se * math.sqrt(shrink)
     if planned <= 0:
         return None
 
@@ -1069,7 +1077,7 @@ def votes_needed(
             return False
         if use_sign_test and f * found.n_leaning < SIGN_GUARD_PROMPTS:
             return False
-        return planned >= (sequential_threshold(n_decisive, alpha) + z_power) * found.se / math.sqrt(f)
+        return planned >= (sequential_threshold(n_decisive, alpha) + z_power) * se / math.sqrt(f)
 
     passing = next((f for f in np.geomspace(1.0, MAX_PLAN_FACTOR, 200) if enough(f)), None)
     if passing is None:

@@ -12,7 +12,8 @@ def test_simulate_study_reports_the_rates_the_page_promises() -> None:
     report = json.loads(out.getvalue())
     for key in ("false_verdict_rate_null", "coverage_difference", "length_flip_detected_rate"):
         assert 0.0 <= report[key] <= 1.0, key
-    assert "power_at_votes_needed" in report and "power_at_votes_needed_same_raters" in report
+    for key in ("power_at_votes_needed", "power_where_lead_as_planned", "power_at_votes_needed_same_raters"):
+        assert key in report, key
     counts = report["counts"]
     assert (counts["null_studies"], counts["effect_studies"], counts["length_studies"]) == (2, 1, 1)
     assert report["counts"]["intervals_checked"] > 0

@@ -1,5 +1,6 @@
 """Tests for dashboard.stats: fits against references, interval coverage, agreement, bias and speed."""
 
+import dataclasses
 import json
 import math
 
@@ -347,6 +348,9 @@ def test_votes_needed_grows_as_the_lead_shrinks() -> None:
     assert z >= stats.sequential_threshold(120 * f, 0.0125) + 0.84
     # New raters at the current votes per rater: 20 raters cast the 400 votes so far.
     assert stats.votes_needed(lead(90.0, raters=20), alpha=0.0125).raters == math.ceil(needed.votes / 20)
+    # A standard error from 40 prompts is planned at its upper 80% bound: more votes, a smaller lead.
+    from_prompts = stats.votes_needed(dataclasses.replace(lead(90.0), n_prompts=40), alpha=0.0125)
+    assert from_prompts.votes > needed.votes and from_prompts.difference < needed.difference
 
 
 def test_an_undecided_verdict_names_the_votes_raters_and_lead_it_plans_for() -> None:

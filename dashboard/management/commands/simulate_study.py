@@ -26,7 +26,6 @@ class Design:
     length_effect: float = 2.5  # log-odds per unit normalised length difference (length-only studies)
     long_ratio: float = 1.6  # the long arm's outputs are this much longer
     n_rounds: int = 200
-    power_looks: tuple[int, ...] = (5, 10)  # the looks whose "votes needed" is put to the test
 
     @property
     def n_pairs(self) -> int:
@@ -136,8 +135,8 @@ def effect_study(
                 continue
             a, b = int(verdict["leader"].split()[-1]), int(verdict["runner_up"].split()[-1])
             covered.append(verdict["difference_low"] <= truth[c, a, b] <= verdict["difference_high"])
-    power = power_at_votes_needed(design, rng, seed, votes, scores, summaries, None)
-    same_raters = power_at_votes_needed(design, rng, seed, votes, scores, summaries, tastes)
+    power = power_at_votes_needed(design, rng, seed, votes, scores, truth, summaries, None)
+    same_raters = power_at_votes_needed(design, rng, seed, votes, scores, truth, summaries, tastes)
     return {"covered": covered, "power": power, "power_same_raters": same_raters}
 
 
@@ -147,17 +146,19 @@ def power_at_votes_needed(
     seed: int,
     votes: dict,
     scores: np.ndarray,
+    truth: np.ndarray,
     summaries: list[dict],
     tastes: np.ndarray | None,
-) -> list[bool]:
-    """For each undecided category at a power look: add the votes it asked for, then read the verdict.
+) -> list[tuple[bool, bool]]:
+    """For each undecided category at each look: add the votes it asked for, then read the verdict.
 
     Without ``tastes`` the new votes are what the page plans: new prompts, and as many new raters as it
     names (their own tastes). With ``tastes`` the study's own raters cast them all, whose tastes stay.
+    Per check: was the best arm declared, and was the true lead at least the one the page planned for?
     """
     n = len(votes["left"])
     results = []
-    for look in design.power_looks:
+    for look in range(1, design.looks + 1):
         end = round(n * look / design.looks)
         seen = {key: value[:end] for key, value in votes.items()}
         for c, part in enumerate(summaries[look - 1]["categories"]):
@@ -184,8 +185,9 @@ def power_at_votes_needed(
                 seed=seed + look,
             )
             after = summary["categories"][c]["verdict"]
-            best = f"arm {int(np.argmax(scores[c]))}"
-            results.append(bool(after["declared"] and after["winner"] == best))
+            best, second = np.argsort(-scores[c])[:2]
+            declared = bool(after["declared"] and after["winner"] == f"arm {best}")
+            results.append((declared, bool(truth[c, best, second] >= verdict["planned_difference"])))
     return results
 
 
@@ -259,8 +261,10 @@ def simulate_study(
         "false_verdict_rate_null": _rate([n["raw"] for n in nulls]),
         "false_verdict_rate_null_length_controlled": _rate([n["controlled"] for n in nulls]),
         "coverage_difference": _rate(covered),
-        "power_at_votes_needed": _rate(power),
-        "power_at_votes_needed_same_raters": _rate(same_raters),
+        "power_at_votes_needed": _rate([ok for ok, _ in power]),
+        # The page's claim as stated: the chance of a verdict where the true lead is at least the planned one.
+        "power_where_lead_as_planned": _rate([ok for ok, as_planned in power if as_planned]),
+        "power_at_votes_needed_same_raters": _rate([ok for ok, _ in same_raters]),
         "length_flip_detected_rate": _rate([not s["controlled"] for s in lengths]),
         "length_only_raw_verdict_rate": _rate([s["raw"] for s in lengths]),
         "counts": {
@@ -269,6 +273,7 @@ def simulate_study(
             "length_studies": length_studies,
             "intervals_checked": len(covered),
             "power_checks": len(power),
+            "power_checks_lead_as_planned": sum(as_planned for _, as_planned in power),
             "power_checks_same_raters": len(same_raters),
         },
         "design": design.__dict__,
