@@ -35,7 +35,10 @@ def _e(text: object) -> str:
 
 
 def _svg(width: float, height: float, title: str, body: list[str], css_class: str) -> SafeString:
-    """The outer element; the title is the accessible name and the first visible line."""
+    """The outer element; the title is the accessible name and the first visible line.
+
+    Marked safe as a whole: ``body`` holds only markup built here, every text in it through ``_e``.
+    """
     return mark_safe(
         f'<svg class="chart {css_class}" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'viewBox="0 0 {width:g} {height:g}" width="{width:g}" height="{height:g}" {FONT}>'

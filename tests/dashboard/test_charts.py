@@ -81,6 +81,15 @@ def test_hostile_labels_are_escaped_as_text():
     assert no_inline_style_or_script(svg)
 
 
+def test_hostile_arm_names_in_a_heatmap_are_escaped_as_text():
+    hostile = '<script>alert(1)</script>" onload="x'
+    for shares in (np.full((2, 4), 0.25), np.full((48, 128), 1 / 16)):  # rectangles, and one image
+        svg = heatmap(shares, title=f"{hostile}: routing", caption=f"more tokens in {hostile}")
+        assert "<script>" not in svg
+        assert f"{hostile}: routing" in texts(svg) and f"more tokens in {hostile}" in texts(svg)
+        assert no_inline_style_or_script(svg)
+
+
 def test_a_small_heatmap_is_one_cell_per_layer_and_expert_with_percentages():
     shares = np.array([[0.5, 0.25, 0.25, 0.0], [0.1, 0.2, 0.3, 0.4]])
     svg = heatmap(shares, title="k=2: routing")
