@@ -880,9 +880,12 @@ def sign_mixture_pvalue(wins: int, n: int, *, prior: float = SIGN_PRIOR) -> floa
     independently. M = ∫ Π p^k (1−p)^(n−k) dBeta(a, a) / 2^−n is a nonnegative martingale under it, so by
     Ville's inequality P(M ever reaches 1/α) ≤ α however often it is read: p = min(1, 1/M).
     """
+    from scipy.special import betaln  # on first use: see the note on imports
+
     if n == 0:
         return 1.0
-    return float(min(1.0, math.exp(-_sign_log_evidence(wins, n, prior))))
+    log_m = betaln(prior + wins, prior + n - wins) - betaln(prior, prior) + n * math.log(2.0)
+    return float(min(1.0, math.exp(-log_m)))
 
 
 def _mixture_rho2(design_votes: float) -> float:
@@ -1085,13 +1088,6 @@ def votes_needed(
     votes = max(1, math.ceil(found.n_votes * (passing - 1)))
     raters = math.ceil(votes * found.n_raters / found.n_votes) if found.n_raters and found.n_votes else None
     return Plan(votes, planned, raters)
-
-
-def _sign_log_evidence(wins: float, n: float, prior: float = SIGN_PRIOR) -> float:
-    """log M of ``sign_mixture_pvalue``; wins and n may be fractional (for planning)."""
-    from scipy.special import betaln  # on first use: see the note on imports
-
-    return float(betaln(prior + wins, prior + n - wins) - betaln(prior, prior) + n * math.log(2.0))
 
 
 def verdicts(

@@ -270,6 +270,16 @@ def test_win_rate_intervals_widen_for_raters_with_their_own_taste() -> None:
 # --------------------------------------------------------------------------- verdict
 
 
+def test_the_verdict_carries_its_groups_rater_inflation_and_counts() -> None:
+    votes = stats.simulate_votes(TRUE_SCORES, n_prompts=600, seed=6, n_raters=6, rater_sd=150)
+    summary = stats.summarize(votes, n_arms=4, n_categories=1, n_rounds=100)
+    verdict = summary["overall"]["verdict"]
+    expected = stats.rater_inflation(
+        votes["left"], votes["right"], votes["outcome"], votes["prompt"], votes["rater"], 4
+    )
+    assert expected > 1.5 and verdict["rater_inflation"] == pytest.approx(expected)
+
+
 def test_four_straight_wins_or_a_handful_of_votes_give_no_verdict() -> None:
     votes = {
         "left": np.array([0, 1, 0, 1]),
